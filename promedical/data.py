@@ -16,9 +16,14 @@ def load_split(split: str) -> list[Rubric]:
     return read_rubrics(DATA_DIR / split / "rubrics.jsonl")
 
 
-def load_candidates() -> list[dict]:
-    """Benchmark candidate responses with gold per-criterion labels."""
-    return read_jsonl(DATA_DIR / "bench" / "candidates.jsonl")
+def load_candidates(n_prompts: int | None = None) -> list[dict]:
+    """Benchmark candidate responses with gold per-criterion labels; ``n_prompts`` keeps all candidates
+    of the first n benchmark prompts (in file order), so every kept prompt still yields its pairs."""
+    candidates = read_jsonl(DATA_DIR / "bench" / "candidates.jsonl")
+    if n_prompts is None:
+        return candidates
+    keep = list(dict.fromkeys(c["prompt_id"] for c in candidates))[:n_prompts]
+    return [c for c in candidates if c["prompt_id"] in set(keep)]
 
 
 def load_manifest() -> dict:

@@ -39,6 +39,8 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
         print(f"[notebook] {name} done in {steps[name]} s")
     generation = json.loads((workspace / "rubrics" / "generation_summary.json").read_text())
     review = json.loads((workspace / "rubrics" / "review_summary.json").read_text())
+    reward_metrics = workspace / "reward" / "metrics.json"
+    reward = reward_summary(json.loads(reward_metrics.read_text())) if reward_metrics.exists() else None
 
     config = RewardConfig()
     rubrics = {r.id: r for r in bench}
@@ -65,6 +67,7 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
         "notebook_seconds": steps,
         "generation": {k: generation[k] for k in ("items", "ok", "repaired", "failed", "valid_rate", "seconds_per_item")},
         "review": {"approved": review["approved"], "problems": review["reviewed_file_problems"]},
+        "reward_model": reward,
         "gold_mean_reward_by_label": mean_reward,
         "gold_veto_rate_by_label": {k: round(vetoed[k] / len(v), 4) for k, v in by_label.items()},
         "sample": {"rubric_id": rubric.id, "answer": answer, "machine_checks": checked,
@@ -76,4 +79,18 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
     return write_json(workspace / "summary.json", summary)
 
 
+def reward_summary(metrics: dict) -> dict:
+    """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM."""
+    def value(m, *keys):
+        for k in keys:
+            m = m[k]
+        return m["value"]
 
+    return {
+        "judge_accuracy": metrics["judge_agreement"]["accuracy"],
+        "judge_coverage": metrics["judge_agreement"]["coverage"],
+        "pairs": metrics["dataset_card"]["pairs"],
+        "train_steps": metrics["train"]["steps"],
+        **{f"{name}_pairwise_accuracy": value(metrics[name], "pairwise_accuracy") for name in ("base", "trained")},
+        **{f"{name}_veto_f1": value(metrics[name], "veto_f1") for name in ("base", "trained")},
+    }

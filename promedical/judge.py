@@ -388,3 +388,29 @@ def swap_consistency(results: Iterable[PairVerdict]) -> float | None:
     """Share of adjudications whose two orders agreed (unknown ones left out); None if there are none."""
     flags = [r.consistent for r in results if r.consistent is not None]
     return _ratio(sum(flags), len(flags))
+
+
+def adjudication_report(llm: LLM, rubrics_by_id: Mapping[str, Rubric] | Iterable[Rubric],
+                        gold_candidates: Sequence[Mapping], n_pairs: int, **kwargs) -> dict:
+    """Adjudicate up to ``n_pairs`` gold-labelled candidate pairs (one per prompt, both orders): the
+    swap-consistency rate and how often a consistent verdict matches the gold lexicographic order."""
+    from .scoring import lexicographic_compare, tier_scores
+
+    rubrics = _by_id(rubrics_by_id)
+    by_prompt: dict[str, list[Mapping]] = {}
+    for cand in gold_candidates:
+        by_prompt.setdefault(cand["prompt_id"], []).append(cand)
+    items, gold_winner = [], []
+    for pid, cands in by_prompt.items():
+        if len(items) == n_pairs:
+            break
+        if len(cands) >= 2:
+            rubric, (a, b) = rubrics[pid], cands[:2]
+            order = lexicographic_compare(tier_scores(rubric, a["criteria_met"]), tier_scores(rubric, b["criteria_met"]))
+            items.append((rubric, a["response"], b["response"]))
+            gold_winner.append({1: "a", -1: "b", 0: "tie"}[order])
+    verdicts = adjudicate_pairs(llm, items, **kwargs) if items else []
+    decided = [(v.verdict, g) for v, g in zip(verdicts, gold_winner) if v.verdict in ("a", "b", "tie")]
+    return {"pairs": len(items), "swap_consistency": swap_consistency(verdicts),
+            "verdicts": [v.verdict for v in verdicts], "gold": gold_winner,
+            "agreement_with_gold": _ratio(sum(v == g for v, g in decided), len(decided))}

@@ -81,13 +81,14 @@ def training_rubrics(workspace=None, n: int | None = None, seed: int = 0) -> lis
 
 def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: str = "embedded",
                 temperatures: tuple = (0.7, 1.0), n_instructions: int = 4, max_new_tokens: int = 160,
-                n_judge_check: int = 4, judge_explanation_chars: int = 100, rm_backend: str = "peft", rm_model: str | None = None,
+                n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
+                n_adjudicate: int = 2, rm_backend: str = "peft", rm_model: str | None = None,
                 rm_steps: int = 20, rm_batch_size: int = 2, rm_lr: float = 2e-4, seed: int = 0,
                 progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation."""
     from .candidates import sample_candidates
     from .data import load_candidates
-    from .judge import agreement, grade_responses, judgments_to_grades
+    from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
     from .pairs import build_datasets, save_datasets
     from .reward_model import CriteriaRewardModel, RMConfig
     from .rm_eval import evaluate, score_candidates
@@ -102,12 +103,14 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     judge = policy if judge_model == policy_model else make_llm("transformers", judge_model, cache_dir=cache)
 
     # judge agreement with the gold labels first, before anything is trained on its labels
-    bench, gold = load_split("bench"), load_candidates()
+    bench, gold = load_split("bench"), load_candidates(n_eval_prompts)
     gold_cands = gold[:n_judge_check]
     gold_judgments = grade_responses(bench, gold_cands, judge, progress=progress,
                                      explanation_chars=judge_explanation_chars)
     judge_report = agreement(gold_judgments, {(c["prompt_id"], c["response_id"]): c["criteria_met"] for c in gold_cands},
                              {r.id: r for r in bench})
+    judge_report["adjudication"] = adjudication_report(judge, bench, gold, n_adjudicate,
+                                                       explanation_chars=judge_explanation_chars)
 
     judgments = grade_responses(rubrics, candidates, judge, progress=progress,
                                 explanation_chars=judge_explanation_chars)
@@ -126,6 +129,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                "trained": evaluate(trained_rewards, bench, gold),
                "judge_agreement": judge_report, "dataset_card": card, "train": train_stats,
                "provenance": stamp(config={**config.__dict__, "temperatures": list(temperatures),
-                                           "n_instructions": n_instructions, "judge": judge_model}, seed=seed)}
+                                           "n_instructions": n_instructions, "judge": judge_model,
+                                           "n_eval_prompts": n_eval_prompts}, seed=seed)}
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -123,8 +123,7 @@ class CriteriaRewardModel:
         tok = self.tokenizer
         prefix = tok(render_prefix(messages, response), return_tensors="pt", add_special_tokens=False,
                      truncation=True, max_length=self.config.max_length)["input_ids"].to(self.device)
-        out = self.model(input_ids=prefix, use_cache=True)
-        cache = out.past_key_values
+        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values  # no prefix logits
         n, plen = len(criteria), prefix.shape[1]
         cache.batch_repeat_interleave(n)
         tok.padding_side = "right"
@@ -133,10 +132,12 @@ class CriteriaRewardModel:
         mask = torch.cat([torch.ones(n, plen, dtype=suffix["attention_mask"].dtype, device=self.device),
                           suffix["attention_mask"]], dim=1)
         positions = plen + torch.arange(suffix["input_ids"].shape[1], device=self.device).expand(n, -1)
-        logits = self.model(input_ids=suffix["input_ids"], attention_mask=mask, past_key_values=cache,
-                            position_ids=positions, use_cache=True).logits
         last = suffix["attention_mask"].sum(dim=1) - 1
-        return self._logodds(logits[torch.arange(n), last].float()).tolist()
+        keep = torch.unique(last)  # vocabulary logits only at the answer slots, not every suffix token
+        logits = self.model(input_ids=suffix["input_ids"], attention_mask=mask, past_key_values=cache,
+                            position_ids=positions, use_cache=True, logits_to_keep=keep).logits
+        slot = torch.searchsorted(keep, last)
+        return self._logodds(logits[torch.arange(n), slot].float()).tolist()
 
     @torch.no_grad()
     def score_criteria_naive(self, messages: list[dict], response: str, criteria: list[str]) -> list[float]:

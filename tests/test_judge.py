@@ -261,3 +261,40 @@ def test_pairwise_swap_cancels_position_bias():
     assert (garbage.verdict, garbage.consistent) == ("unknown", None)
     assert swap_consistency([garbage]) is None and swap_consistency([garbage, always]) == 0.0
     assert parse_winner('{"explanation": "", "winner": "b"}')[0] == "B" and parse_winner('{"winner": "C"}')[0] is None
+
+
+class GoldOracle(LLM):
+    """Prefers the response with the better gold scores (fewer vetoes, then S1, then S2), in either order."""
+
+    model_id = "oracle"
+
+    def __init__(self, rubrics, candidates):
+        from promedical.scoring import tier_scores
+
+        by_id = {r.id: r for r in rubrics}
+        self.scores = {c["response"]: tier_scores(by_id[c["prompt_id"]], c["criteria_met"]) for c in candidates}
+
+    def generate(self, prompts, params=GenParams()):
+        from promedical.scoring import lexicographic_compare
+
+        out = []
+        for messages in prompts:
+            text = messages[-1]["content"]
+            a = text.split("# Response A\n", 1)[1].split("# Response B\n", 1)[0].strip()
+            b = text.split("# Response B\n", 1)[1].split("# Instructions", 1)[0].strip()
+            order = lexicographic_compare(self.scores[a], self.scores[b])
+            out.append(json.dumps({"explanation": "gold", "winner": {1: "A", -1: "B", 0: "tie"}[order]}))
+        return out
+
+
+def test_adjudication_report_on_gold_pairs():
+    from promedical.data import load_candidates, load_split
+    from promedical.judge import adjudication_report
+
+    bench, gold = load_split("bench"), load_candidates(n_prompts=5)
+    assert len({c["prompt_id"] for c in gold}) == 5
+    oracle = adjudication_report(GoldOracle(bench, gold), bench, gold, n_pairs=4)
+    assert oracle["pairs"] == 4 and oracle["swap_consistency"] == 1.0 and oracle["agreement_with_gold"] == 1.0
+    biased = adjudication_report(AlwaysA(), bench, gold, n_pairs=4)
+    assert biased["swap_consistency"] == 0.0 and biased["agreement_with_gold"] is None
+    assert set(biased["verdicts"]) == {"inconsistent"}
