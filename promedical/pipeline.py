@@ -133,3 +133,42 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                                            "n_eval_prompts": n_eval_prompts}, seed=seed)}
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def load_reward_model(workspace=None, adapter: str | Path | None = None):
+    """The reward model trained by 03 (or any adapter directory holding an rm_config.json), frozen."""
+    import json
+
+    from .reward_model import CriteriaRewardModel, RMConfig
+
+    adapter = Path(adapter) if adapter else workspace_path(workspace) / "reward" / "adapter"
+    config_file = adapter / "rm_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no reward-model adapter at {adapter} (missing rm_config.json): "
+                                "run notebook 03 first, or pass the adapter directory")
+    rm = CriteriaRewardModel.load(RMConfig(**json.loads(config_file.read_text(encoding="utf-8"))), adapter=adapter)
+    rm.model.requires_grad_(False)
+    return rm
+
+
+def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter: str | None = None,
+              n_instructions: int | None = None, resume: bool = True, live: bool | None = None, **settings) -> dict:
+    """04: GRPO on the policy, rewarded by the frozen reward model through the hierarchical formula.
+
+    ``settings`` are GRPOSettings fields (steps, group_size, max_completion_length, lr, kl_beta, alpha,
+    beta, lam, mode, backend, seed, ...). Writes policy/adapter, policy/log.json and policy/curves.html.
+    """
+    from .grpo import GRPOSettings, train_policy
+    from .plots import live_curves
+
+    ws = workspace_path(workspace)
+    config = GRPOSettings(policy=policy_model, **settings)
+    rm = load_reward_model(ws, reward_adapter)
+    rubrics = training_rubrics(ws, n_instructions, config.seed)
+    out = ws / "policy"
+    summary = train_policy(config, rubrics, rm.score_criteria, out, resume=resume,
+                           callbacks=[live_curves(out / "curves.html", display=live)])
+    summary["reward_model"] = str(reward_adapter or ws / "reward" / "adapter")
+    summary["provenance"] = stamp(config={**summary["settings"], "n_instructions": n_instructions}, seed=config.seed)
+    write_json(out / "summary.json", summary)
+    return summary

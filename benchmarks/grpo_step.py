@@ -1,0 +1,51 @@
+"""Time per GRPO step split into generation / reward / update, and the reward's share of the step.
+
+    python benchmarks/grpo_step.py [--model embedded] [--steps 3] [--group-size 4] [--length 48]
+
+Runs real GRPO steps (TRL GRPOTrainer, LoRA policy) rewarded by a LoRA reward model on the same
+backbone; the reward model is untrained here because scoring costs the same either way. Target: the
+reward takes <= 25% of the step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--length", type=int, default=48, help="max completion tokens")
+    ap.add_argument("--backend", default="peft")
+    args = ap.parse_args()
+
+    import torch
+
+    from promedical.data import load_split
+    from promedical.grpo import GRPOSettings, train_policy
+    from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+    rm = CriteriaRewardModel.load(RMConfig(model=args.model))
+    rm.model.requires_grad_(False)
+    settings = GRPOSettings(policy=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
+                            max_completion_length=args.length, lr=2e-5, save_steps=10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = train_policy(settings, load_split("train")[:8], rm.score_criteria, Path(tmp), resume=False)
+    split = s["split_seconds"]
+    total = sum(split.values())
+    device = "cuda" if torch.cuda.is_available() else f"cpu threads={torch.get_num_threads()}"
+    print(f"device={device} model={args.model} backend={args.backend} steps={args.steps} "
+          f"group={args.group_size} max_completion={args.length}")
+    print("seconds/step: " + " | ".join(f"{k} {v / args.steps:.2f}" for k, v in split.items())
+          + f" | total {total / args.steps:.2f}")
+    share = split["reward"] / total
+    print(f"reward share of the step: {share:.1%} (target <= 25%: {'met' if share <= 0.25 else 'NOT met'})")
+    print(json.dumps({"split_seconds": split, "reward_share": round(share, 4)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""GRPO on the policy with the hierarchical criteria reward, through TRL's GRPOTrainer.
+
+For every completion the prompt's rubric is scored by the frozen Explicit Criteria Injection reward
+model (all criteria from one pass over the shared prefix). With p_i = sigma(r_i) the calibrated
+P(criterion met):
+
+    S1 = sum_i w_i p_i (proficiency),  S2 = sum_j p_j (bonus),  S3 = sum_k p_k (veto: P(violated))
+    reward = clip(S1 + alpha*S2, 0, 1 + beta) - lam*S3
+
+i.e. the method's formula on expected tier scores (a single rollout has no grades, only the RM's
+probabilities; expectations keep the reward smooth where thresholding at 0.5 would make whole groups
+tie). Ablations (the paper's comparisons): "no_veto" drops the S3 term, "no_margin" clips at 1
+(beta = 0), "scalar" replaces the rubric by one criterion-free quality question.
+
+TRL's defaults differ from the method, so the kit sets them explicitly (see ``GRPOSettings``):
+beta (KL coefficient) 0.04 where TRL defaults to 0.0; loss_type "grpo" (the original per-sequence
+length-normalised GRPO objective, where TRL defaults to "dapo"); scale_rewards "group" (advantages
+divided by the group's reward std, as in the original GRPO).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .files import write_json
+from .rm_eval import sigmoid
+from .rubric import Rubric
+from .scoring import RewardConfig, Scores, grpo_reward
+
+MODES = ("full", "no_veto", "no_margin", "scalar")
+SCALAR_CRITERION = "The response is accurate, complete, clear and safe for the patient."
+COMPONENTS = ("s1", "s2", "s3", "veto_rate", "reward")
+
+
+def expected_scores(rubric: Rubric, probs: dict[str, float]) -> Scores:
+    """Tier scores as expectations under per-criterion probabilities {criterion_id: P(met)}."""
+    return Scores(s1=min(math.fsum(c.weight * probs[c.id] for c in rubric.tier("proficiency")), 1.0),
+                  s2=math.fsum(probs[c.id] for c in rubric.tier("bonus")),
+                  s3=math.fsum(probs[c.id] for c in rubric.tier("veto")))
+
+
+def combine(scores: Scores, config: RewardConfig, mode: str = "full") -> float:
+    """The GRPO reward of one completion under an ablation mode (see the module docstring)."""
+    if mode == "no_veto":
+        return grpo_reward(Scores(scores.s1, scores.s2, 0), config)
+    if mode == "no_margin":
+        return min(max(scores.s1 + config.alpha * scores.s2, 0.0), 1.0) - config.lam * scores.s3
+    return grpo_reward(scores, config)
+
+
+class RubricReward:
+    """A GRPOTrainer reward function: (prompts, completions, prompt_id) -> one float per completion.
+
+    ``scorer(messages, response, criteria texts) -> rewards`` is the reward model's shared-prefix scorer.
+    Every call logs the mean components through TRL's ``log_metric`` and adds its time to ``seconds``.
+    """
+
+    __name__ = "rubric_reward"  # TRL logs reward functions by name
+
+    def __init__(self, scorer: Callable[[list[dict], str, list[str]], list[float]], rubrics: dict[str, Rubric],
+                 config: RewardConfig = RewardConfig(), mode: str = "full"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.scorer, self.rubrics, self.config, self.mode = scorer, rubrics, config, mode
+        self.seconds = 0.0
+        self.calls = 0
+
+    def score(self, prompt_id: str, response: str) -> dict:
+        rubric = self.rubrics[prompt_id]
+        if self.mode == "scalar":
+            p = sigmoid(self.scorer(rubric.messages, response, [SCALAR_CRITERION])[0])
+            return {"s1": p, "s2": 0.0, "s3": 0.0, "veto_rate": 0.0, "reward": p}
+        rewards = self.scorer(rubric.messages, response, [c.text for c in rubric.criteria])
+        probs = {c.id: sigmoid(r) for c, r in zip(rubric.criteria, rewards)}
+        s = expected_scores(rubric, probs)
+        vetoed = any(probs[c.id] > 0.5 for c in rubric.tier("veto"))
+        return {"s1": s.s1, "s2": s.s2, "s3": s.s3, "veto_rate": float(vetoed),
+                "reward": combine(s, self.config, self.mode)}
+
+    def __call__(self, prompts, completions, prompt_id, log_metric=None, **_) -> list[float]:
+        t0 = time.perf_counter()
+        rows = [self.score(pid, completion_text(c)) for pid, c in zip(prompt_id, completions)]
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        if log_metric is not None and rows:
+            for key in COMPONENTS:
+                log_metric(f"rubric/{key}", sum(r[key] for r in rows) / len(rows))
+        return [r["reward"] for r in rows]
+
+
+def completion_text(completion) -> str:
+    """TRL passes conversational completions as [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, list):
+        return "".join(m.get("content") or "" for m in completion)
+    return completion
+
+
+@dataclass
+class GRPOSettings:
+    """Method defaults (group 8, KL 0.04); the demo config shrinks steps, group and lengths."""
+
+    policy: str = "embedded"
+    backend: str = "peft"  # "peft" | "unsloth"
+    steps: int = 100
+    group_size: int = 8
+    prompts_per_step: int = 1
+    max_completion_length: int = 256
+    lr: float = 1e-6
+    kl_beta: float = 0.04  # TRL's `beta`: its default 0.0 would drop the KL term
+    loss_type: str = "grpo"  # the original GRPO objective; TRL's default is "dapo"
+    scale_rewards: str = "group"
+    temperature: float = 1.0
+    mode: str = "full"
+    alpha: float = 0.25
+    beta: float = 0.25
+    lam: float = 1.5
+    lora_r: int = 16
+    lora_alpha: int = 32
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    save_steps: int = 10
+    seed: int = 0
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    zero_std_warn: float = 0.5  # warn when more than this share of groups carry no learning signal
+
+    def __post_init__(self):
+        if self.backend not in ("peft", "unsloth"):
+            raise ValueError(f"backend must be 'peft' or 'unsloth', got {self.backend!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts within a group), got {self.group_size}")
+        self.reward_config()  # validates alpha/beta/lam
+
+    def reward_config(self) -> RewardConfig:
+        return RewardConfig(alpha=self.alpha, beta=self.beta, lam=self.lam)
+
+    def trl_config(self, output_dir: Path, bf16: bool = False):
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            output_dir=str(output_dir), max_steps=self.steps, learning_rate=self.lr,
+            per_device_train_batch_size=self.group_size * self.prompts_per_step,
+            num_generations=self.group_size, max_completion_length=self.max_completion_length,
+            temperature=self.temperature, beta=self.kl_beta, loss_type=self.loss_type,
+            scale_rewards=self.scale_rewards, logging_steps=1, save_steps=self.save_steps,
+            save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=[], bf16=bf16,
+            use_vllm=self.use_vllm, vllm_mode=self.vllm_mode, disable_tqdm=False)
+
+
+def prompt_dataset(rubrics: list[Rubric]):
+    """One row per rubric: the conversation as the prompt, its id so the reward finds the rubric."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [r.messages for r in rubrics], "prompt_id": [r.id for r in rubrics]})
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint (trainer_state.json is written last; a run killed mid-save leaves none)."""
+    ckpts = sorted((p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def load_policy(settings: GRPOSettings):
+    """(model, tokenizer, peft_config or None): Unsloth's FastLanguageModel with its LoRA, or plain
+    transformers + a LoRA config that GRPOTrainer applies."""
+    from .models import load_model, resolve
+
+    if settings.backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=resolve(settings.policy), dtype=None,
+                                                             max_seq_length=4096, load_in_4bit=False)
+        model = FastLanguageModel.get_peft_model(model, r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                                 target_modules=settings.target_modules, bias="none",
+                                                 use_gradient_checkpointing=False, random_state=settings.seed)
+        return model, tokenizer, None
+    from peft import LoraConfig
+
+    model, tokenizer = load_model(settings.policy)
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules=settings.target_modules,
+                      bias="none", task_type="CAUSAL_LM")
+    return model, tokenizer, lora
+
+
+def make_trainer(settings: GRPOSettings, rubrics: list[Rubric], reward: RubricReward, output_dir: Path,
+                 callbacks=()):
+    """A GRPOTrainer that also times generation (for the step split in benchmarks/)."""
+    from trl import GRPOTrainer
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        generation_seconds = 0.0
+
+        def _generate(self, prompts):
+            t0 = time.perf_counter()
+            try:
+                return super()._generate(prompts)
+            finally:
+                self.generation_seconds += time.perf_counter() - t0
+
+    model, tokenizer, lora = load_policy(settings)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return TimedGRPOTrainer(model=model, reward_funcs=reward, args=settings.trl_config(output_dir),
+                            train_dataset=prompt_dataset(rubrics), processing_class=tokenizer, peft_config=lora,
+                            callbacks=list(callbacks))
+
+
+def train_policy(settings: GRPOSettings, rubrics: list[Rubric], scorer, out_dir: str | Path, *,
+                 resume: bool = True, callbacks=()) -> dict:
+    """Run GRPO; checkpoints every ``save_steps`` under out_dir/checkpoints, resuming from the last one.
+
+    Writes the policy adapter (out_dir/adapter), the per-step log (out_dir/log.json) and returns a
+    summary with the timing split (generation / reward / update) and the zero-std group share.
+    """
+    import warnings
+
+    out_dir = Path(out_dir)
+    reward = RubricReward(scorer, {r.id: r for r in rubrics}, settings.reward_config(), settings.mode)
+    trainer = make_trainer(settings, rubrics, reward, out_dir / "checkpoints", callbacks)
+    resume_from = last_checkpoint(out_dir / "checkpoints") if resume else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - t0
+    trainer.save_model(str(out_dir / "adapter"))
+    steps = [h for h in trainer.state.log_history if "rubric/reward" in h]
+    zero_std = [h["frac_reward_zero_std"] for h in steps if "frac_reward_zero_std" in h]
+    share = sum(zero_std) / len(zero_std) if zero_std else None
+    if share is not None and share > settings.zero_std_warn:
+        warnings.warn(f"{share:.0%} of GRPO groups had rollouts with identical rewards (no learning signal); "
+                      "check the reward model, the rubric or the sampling temperature", stacklevel=2)
+    run_steps = trainer.state.global_step - (int(resume_from.rsplit("-", 1)[1]) if resume_from else 0)
+    gen, rew = trainer.generation_seconds, reward.seconds
+    summary = {
+        "steps": trainer.state.global_step, "steps_this_run": run_steps, "resumed_from": resume_from,
+        "seconds": round(wall, 1),
+        "seconds_per_step": round(wall / run_steps, 2) if run_steps else None,
+        "split_seconds": {"generation": round(gen, 2), "reward": round(rew, 2), "update": round(wall - gen - rew, 2)},
+        "zero_std_group_share": share,
+        "first": {k: steps[0].get(f"rubric/{k}") for k in COMPONENTS} if steps else None,
+        "last": {k: steps[-1].get(f"rubric/{k}") for k in COMPONENTS} if steps else None,
+        "settings": asdict(settings),
+    }
+    write_json(out_dir / "log.json", {"summary": summary, "history": trainer.state.log_history})
+    return summary

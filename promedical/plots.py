@@ -1,0 +1,74 @@
+"""Plotly figures: GRPO training curves, live in a notebook and saved as HTML in the workspace."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .files import atomic_write_text
+
+# (panel title, [(log key, legend name)])
+CURVE_PANELS = (
+    ("Reward and its components", [("rubric/reward", "reward"), ("rubric/s1", "S1 proficiency"),
+                                   ("rubric/s2", "S2 bonus"), ("rubric/s3", "S3 expected vetoes")]),
+    ("Veto rate and groups without signal", [("rubric/veto_rate", "veto rate"),
+                                             ("frac_reward_zero_std", "groups with equal rewards")]),
+    ("KL to the reference", [("kl", "KL")]),
+    ("Completion length (tokens)", [("completions/mean_length", "mean length")]),
+)
+
+
+def curves_figure(history: list[dict]):
+    """A 2x2 figure of the GRPO log rows (each a TRL log dict with a ``step``)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in CURVE_PANELS])
+    for k, (_, series) in enumerate(CURVE_PANELS):
+        row, col = divmod(k, 2)
+        for key, name in series:
+            points = [(h["step"], h[key]) for h in history if key in h]
+            fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name,
+                            row=row + 1, col=col + 1)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=620, title="GRPO training", legend=dict(orientation="h", y=-0.12))
+    return fig
+
+
+def write_html(fig, path: str | Path) -> Path:
+    """Self-contained HTML (plotly.js inlined: the report opens offline), written atomically."""
+    return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def live_curves(html_path: str | Path, *, display: bool | None = None):
+    """A TrainerCallback that redraws the curves after every log (in place, in a notebook) and
+    rewrites ``html_path``."""
+    from transformers import TrainerCallback
+
+    class LiveCurves(TrainerCallback):
+        def __init__(self):
+            self.history: list[dict] = []
+            self.handle = None
+            self.display = in_notebook() if display is None else display
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "rubric/reward" not in logs:
+                return
+            self.history.append({"step": state.global_step, **logs})
+            fig = curves_figure(self.history)
+            write_html(fig, html_path)
+            if self.display:
+                from IPython.display import display as show
+
+                if self.handle is None:
+                    self.handle = show(fig, display_id=True)
+                else:
+                    self.handle.update(fig)
+
+    return LiveCurves()
