@@ -192,6 +192,10 @@ def make_trainer(settings: GRPOSettings, rubrics: list[Rubric], reward: RubricRe
     """A GRPOTrainer that also times generation (for the step split in benchmarks/)."""
     from trl import GRPOTrainer
 
+    from .trl_compat import use_torch_logprob_on_cpu
+
+    use_torch_logprob_on_cpu()
+
     class TimedGRPOTrainer(GRPOTrainer):
         generation_seconds = 0.0
 
