@@ -34,7 +34,7 @@ def main() -> None:
     settings = GRPOSettings(policy=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
                             max_completion_length=args.length, lr=2e-5, save_steps=10_000)
     with tempfile.TemporaryDirectory() as tmp:
-        s = train_policy(settings, load_split("train")[:8], rm.score_criteria, Path(tmp), resume=False)
+        s = train_policy(settings, load_split("train")[:8], rm.score_batch, Path(tmp), resume=False)
     split = s["split_seconds"]
     total = sum(split.values())
     device = "cuda" if torch.cuda.is_available() else f"cpu threads={torch.get_num_threads()}"

@@ -54,13 +54,14 @@ def combine(scores: Scores, config: RewardConfig, mode: str = "full") -> float:
 class RubricReward:
     """A GRPOTrainer reward function: (prompts, completions, prompt_id) -> one float per completion.
 
-    ``scorer(messages, response, criteria texts) -> rewards`` is the reward model's shared-prefix scorer.
+    ``scorer([(messages, response, criteria texts)]) -> rewards per item`` is the reward model's batched
+    shared-prefix scorer (``CriteriaRewardModel.score_batch``): one call scores every rollout of a step.
     Every call logs the mean components through TRL's ``log_metric`` and adds its time to ``seconds``.
     """
 
     __name__ = "rubric_reward"  # TRL logs reward functions by name
 
-    def __init__(self, scorer: Callable[[list[dict], str, list[str]], list[float]], rubrics: dict[str, Rubric],
+    def __init__(self, scorer: Callable[[list[tuple[list[dict], str, list[str]]]], list[list[float]]], rubrics: dict[str, Rubric],
                  config: RewardConfig = RewardConfig(), mode: str = "full"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -68,12 +69,13 @@ class RubricReward:
         self.seconds = 0.0
         self.calls = 0
 
-    def score(self, prompt_id: str, response: str) -> dict:
-        rubric = self.rubrics[prompt_id]
+    def criteria(self, rubric: Rubric) -> list[str]:
+        return [SCALAR_CRITERION] if self.mode == "scalar" else [c.text for c in rubric.criteria]
+
+    def components(self, rubric: Rubric, rewards: list[float]) -> dict:
         if self.mode == "scalar":
-            p = sigmoid(self.scorer(rubric.messages, response, [SCALAR_CRITERION])[0])
+            p = sigmoid(rewards[0])
             return {"s1": p, "s2": 0.0, "s3": 0.0, "veto_rate": 0.0, "reward": p}
-        rewards = self.scorer(rubric.messages, response, [c.text for c in rubric.criteria])
         probs = {c.id: sigmoid(r) for c, r in zip(rubric.criteria, rewards)}
         s = expected_scores(rubric, probs)
         vetoed = any(probs[c.id] > 0.5 for c in rubric.tier("veto"))
@@ -82,7 +84,10 @@ class RubricReward:
 
     def __call__(self, prompts, completions, prompt_id, log_metric=None, **_) -> list[float]:
         t0 = time.perf_counter()
-        rows = [self.score(pid, completion_text(c)) for pid, c in zip(prompt_id, completions)]
+        rubrics = [self.rubrics[pid] for pid in prompt_id]
+        texts = [completion_text(c) for c in completions]
+        rewards = self.scorer([(r.messages, t, self.criteria(r)) for r, t in zip(rubrics, texts)])
+        rows = [self.components(r, x) for r, x in zip(rubrics, rewards)]
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         if log_metric is not None and rows:

@@ -121,10 +121,10 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, max_steps=rm_steps,
                       batch_size=rm_batch_size, lr=rm_lr, seed=seed)
     rm = CriteriaRewardModel.load(config)
-    base_rewards = score_candidates(rm.score_criteria, bench, gold, progress=progress)  # LoRA at init = base model
+    base_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)  # LoRA at init = base model
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
     train_stats = rm.train(pairs, point, out, progress=progress) if pairs or point else {"steps": 0}
-    trained_rewards = score_candidates(rm.score_criteria, bench, gold, progress=progress)
+    trained_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)
     metrics = {"base": evaluate(base_rewards, bench, gold),
                "trained": evaluate(trained_rewards, bench, gold),
                "judge_agreement": judge_report, "dataset_card": card, "train": train_stats,
@@ -166,7 +166,7 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
     rm = load_reward_model(ws, reward_adapter)
     rubrics = training_rubrics(ws, n_instructions, config.seed)
     out = ws / "policy"
-    summary = train_policy(config, rubrics, rm.score_criteria, out, resume=resume,
+    summary = train_policy(config, rubrics, rm.score_batch, out, resume=resume,
                            callbacks=[live_curves(out / "curves.html", display=live)])
     summary["reward_model"] = str(reward_adapter or ws / "reward" / "adapter")
     summary["provenance"] = stamp(config={**summary["settings"], "n_instructions": n_instructions}, seed=config.seed)

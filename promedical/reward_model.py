@@ -120,24 +120,48 @@ class CriteriaRewardModel:
     @torch.no_grad()
     def score_criteria(self, messages: list[dict], response: str, criteria: list[str]) -> list[float]:
         """r for every criterion of one response from ONE pass over the shared prefix (KV-cache reuse)."""
-        tok = self.tokenizer
-        prefix = tok(render_prefix(messages, response), return_tensors="pt", add_special_tokens=False,
-                     truncation=True, max_length=self.config.max_length)["input_ids"].to(self.device)
-        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values  # no prefix logits
-        n, plen = len(criteria), prefix.shape[1]
-        cache.batch_repeat_interleave(n)
+        return self._score_chunk([(messages, response, criteria)])[0]
+
+    def score_batch(self, items: list[tuple[list[dict], str, list[str]]], chunk: int | None = None) -> list[list[float]]:
+        """r for every criterion of many (messages, response, criteria), ``chunk`` responses per pass
+        (default: 1 on CPU, where padding only adds work, 16 on a GPU)."""
+        chunk = chunk or (1 if self.device.type == "cpu" else 16)
+        return [r for k in range(0, len(items), chunk) for r in self._score_chunk(items[k:k + chunk])]
+
+    @torch.no_grad()
+    def _score_chunk(self, items: list[tuple[list[dict], str, list[str]]]) -> list[list[float]]:
+        """One batched pass over the prefixes (left-padded), then one over all criterion suffixes on the
+        reused cache."""
+        tok, dev = self.tokenizer, self.device
+        counts = [len(c) for _, _, c in items]
+        if not sum(counts):
+            return [[] for _ in items]
+        tok.padding_side = "left"
+        prefix = tok([render_prefix(m, r) for m, r, _ in items], return_tensors="pt", padding=True,
+                     add_special_tokens=False, truncation=True, max_length=self.config.max_length).to(dev)
+        pmask = prefix["attention_mask"]
+        ppos = (pmask.cumsum(1) - 1).clamp(min=0)
+        if bool(pmask.all()):  # no padding: plain causal attention (the fast path of SDPA)
+            cache = self.model(input_ids=prefix["input_ids"], use_cache=True, logits_to_keep=1).past_key_values
+        else:
+            cache = self.model(**prefix, position_ids=ppos, use_cache=True, logits_to_keep=1).past_key_values
+        rows = torch.repeat_interleave(torch.arange(len(items), device=dev), torch.tensor(counts, device=dev))
+        cache.reorder_cache(rows)  # one cache row per (response, criterion)
         tok.padding_side = "right"
-        suffix = tok([render_suffix(c) for c in criteria], return_tensors="pt", padding=True,
-                     add_special_tokens=False).to(self.device)
-        mask = torch.cat([torch.ones(n, plen, dtype=suffix["attention_mask"].dtype, device=self.device),
-                          suffix["attention_mask"]], dim=1)
-        positions = plen + torch.arange(suffix["input_ids"].shape[1], device=self.device).expand(n, -1)
+        suffix = tok([render_suffix(c) for _, _, cs in items for c in cs], return_tensors="pt", padding=True,
+                     add_special_tokens=False).to(dev)
+        mask = torch.cat([pmask[rows], suffix["attention_mask"]], dim=1)
+        positions = pmask[rows].sum(1, keepdim=True) + torch.arange(suffix["input_ids"].shape[1], device=dev)
         last = suffix["attention_mask"].sum(dim=1) - 1
         keep = torch.unique(last)  # vocabulary logits only at the answer slots, not every suffix token
         logits = self.model(input_ids=suffix["input_ids"], attention_mask=mask, past_key_values=cache,
                             position_ids=positions, use_cache=True, logits_to_keep=keep).logits
-        slot = torch.searchsorted(keep, last)
-        return self._logodds(logits[torch.arange(n), slot].float()).tolist()
+        flat = self._logodds(logits[torch.arange(len(rows)), torch.searchsorted(keep, last)].float()).tolist()
+        out, k = [], 0
+        for n in counts:
+            out.append(flat[k:k + n])
+            k += n
+        return out
 
     @torch.no_grad()
     def score_criteria_naive(self, messages: list[dict], response: str, criteria: list[str]) -> list[float]:

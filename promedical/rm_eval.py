@@ -13,25 +13,31 @@ from .metrics import cluster_bootstrap, ece, mean_or_none, prf
 from .pairs import build_datasets
 from .rubric import Rubric
 
-Scorer = Callable[[list[dict], str, list[str]], list[float]]  # (messages, response, criteria) -> rewards
+# [(messages, response, criteria)] -> rewards per item (CriteriaRewardModel.score_batch)
+BatchScorer = Callable[[list[tuple[list[dict], str, list[str]]]], list[list[float]]]
 
 
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
-def score_candidates(scorer: Scorer, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
-                     progress: bool = True) -> dict[tuple[str, str, str], float]:
-    """Reward for every (prompt, response, criterion); one scorer call per response."""
+def score_candidates(scorer: BatchScorer, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
+                     batch_size: int = 4, progress: bool = True) -> dict[tuple[str, str, str], float]:
+    """Reward for every (prompt, response, criterion); one scorer call per batch of responses."""
     from tqdm.auto import tqdm
 
     by_id = {r.id: r for r in rubrics}
     out = {}
-    for cand in tqdm(candidates, desc="scoring", disable=not progress):
-        rubric = by_id[cand["prompt_id"]]
-        rewards = scorer(rubric.messages, cand["response"], [c.text for c in rubric.criteria])
-        for c, r in zip(rubric.criteria, rewards):
-            out[(cand["prompt_id"], cand["response_id"], c.id)] = r
+    bar = tqdm(total=len(candidates), desc="scoring", disable=not progress)
+    for start in range(0, len(candidates), batch_size):
+        chunk = candidates[start:start + batch_size]
+        items = [(by_id[c["prompt_id"]].messages, c["response"], [x.text for x in by_id[c["prompt_id"]].criteria])
+                 for c in chunk]
+        for cand, rewards in zip(chunk, scorer(items)):
+            for c, r in zip(by_id[cand["prompt_id"]].criteria, rewards):
+                out[(cand["prompt_id"], cand["response_id"], c.id)] = r
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 

@@ -48,9 +48,9 @@ def test_settings_validate_and_set_trl_defaults_explicitly(tmp_path):
 class LengthScorer:
     """Deterministic criterion scorer for the reward-function plumbing: longer answers meet more."""
 
-    def __call__(self, messages, response, criteria):
-        return [(5.0 if "doctor" in response else -5.0) if "physician" in c else len(response) / 10 - 2
-                for c in criteria]
+    def __call__(self, items):
+        return [[(5.0 if "doctor" in response else -5.0) if "physician" in c else len(response) / 10 - 2
+                 for c in criteria] for _, response, criteria in items]
 
 
 def test_rubric_reward_logs_components_and_keeps_order():

@@ -36,6 +36,19 @@ def test_shared_prefix_scoring_equals_one_forward_per_criterion():
     assert len(set(round(x, 6) for x in fast)) == 3  # the criterion really changes the score
 
 
+def test_batched_scoring_of_uneven_responses_equals_one_forward_per_criterion():
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    other = [{"role": "user", "content": "My child has a fever of 39 C."}]
+    items = [(MSGS, "Rest.", CRITERIA), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[:1]),
+             (MSGS, "No criteria here.", []), (other, "See a doctor today if the child is drowsy or not drinking.", CRITERIA[1:])]
+    batched = rm.score_batch(items, chunk=4)  # padded prefixes of different lengths in one pass
+    assert [len(b) for b in batched] == [3, 1, 0, 2]
+    one_by_one = rm.score_batch(items)  # the CPU default: one response per pass
+    assert [x for b in one_by_one for x in b] == pytest.approx([x for b in batched for x in b], abs=1e-4)
+    for (messages, response, criteria), got in zip(items, batched):
+        assert got == pytest.approx(rm.score_criteria_naive(messages, response, criteria), abs=1e-4)
+
+
 def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6))
@@ -93,16 +106,16 @@ def test_evaluation_arithmetic_on_gold_bench():
     assert lo <= m["ece"]["value"] <= hi
 
 
-def test_scoring_helper_calls_once_per_response():
+def test_scoring_helper_batches_responses():
     bench, cands = load_split("bench"), load_candidates()[:5]
     calls = []
 
-    def scorer(messages, response, criteria):
-        calls.append(len(criteria))
-        return [0.0] * len(criteria)
+    def scorer(items):
+        calls.append([len(criteria) for _, _, criteria in items])
+        return [[0.0] * len(criteria) for _, _, criteria in items]
 
-    rewards = score_candidates(scorer, bench, cands, progress=False)
-    assert len(calls) == 5 and len(rewards) == sum(calls)
+    rewards = score_candidates(scorer, bench, cands, batch_size=2, progress=False)
+    assert [len(c) for c in calls] == [2, 2, 1] and len(rewards) == sum(map(sum, calls))
 
 
 def test_metrics():
