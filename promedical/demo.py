@@ -41,6 +41,8 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
     review = json.loads((workspace / "rubrics" / "review_summary.json").read_text())
     reward_metrics = workspace / "reward" / "metrics.json"
     reward = reward_summary(json.loads(reward_metrics.read_text())) if reward_metrics.exists() else None
+    policy_file = workspace / "policy" / "summary.json"
+    policy = policy_summary(json.loads(policy_file.read_text())) if policy_file.exists() else None
 
     config = RewardConfig()
     rubrics = {r.id: r for r in bench}
@@ -68,6 +70,7 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
         "generation": {k: generation[k] for k in ("items", "ok", "repaired", "failed", "valid_rate", "seconds_per_item")},
         "review": {"approved": review["approved"], "problems": review["reviewed_file_problems"]},
         "reward_model": reward,
+        "grpo": policy,
         "gold_mean_reward_by_label": mean_reward,
         "gold_veto_rate_by_label": {k: round(vetoed[k] / len(v), 4) for k, v in by_label.items()},
         "sample": {"rubric_id": rubric.id, "answer": answer, "machine_checks": checked,
@@ -94,3 +97,9 @@ def reward_summary(metrics: dict) -> dict:
         **{f"{name}_pairwise_accuracy": value(metrics[name], "pairwise_accuracy") for name in ("base", "trained")},
         **{f"{name}_veto_f1": value(metrics[name], "veto_f1") for name in ("base", "trained")},
     }
+
+
+def policy_summary(summary: dict) -> dict:
+    """The headline numbers of notebook 04: steps, time per step and its split, reward components."""
+    return {k: summary[k] for k in ("steps", "seconds_per_step", "split_seconds", "zero_std_group_share",
+                                    "first", "last")}

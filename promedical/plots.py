@@ -1,6 +1,7 @@
 """Plotly figures: GRPO training curves, live in a notebook and saved as HTML in the workspace."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .files import atomic_write_text
@@ -66,9 +67,11 @@ def live_curves(html_path: str | Path, *, display: bool | None = None):
             if self.display:
                 from IPython.display import display as show
 
+                # a raw mime bundle: plotly's own display hook ignores display_id and would add a new figure
+                bundle = {"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/plain": "GRPO curves"}
                 if self.handle is None:
-                    self.handle = show(fig, display_id=True)
+                    self.handle = show(bundle, raw=True, display_id=True)
                 else:
-                    self.handle.update(fig)
+                    self.handle.update(bundle, raw=True)
 
     return LiveCurves()

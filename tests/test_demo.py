@@ -22,6 +22,20 @@ def test_demo_command_runs_end_to_end(tmp_path):
     # notebooks 01 and 02 ran through papermill, and the reviewed rubrics validate
     assert (ws / "notebooks" / "01_rubric_generation.ipynb").exists()
     assert (ws / "notebooks" / "02_rubric_refinement.ipynb").exists()
+    # 03: the dataset, the adapter and the metrics; base vs trained reward model on the gold labels
+    assert (ws / "reward" / "dataset" / "card.json").is_file()
+    assert (ws / "reward" / "adapter" / "adapter_model.safetensors").is_file()
+    rm = summary["reward_model"]
+    assert rm["train_steps"] == 8 and rm["judge_coverage"] is not None
+    assert 0 <= rm["base_pairwise_accuracy"] <= 1 and 0 <= rm["trained_pairwise_accuracy"] <= 1
+    # 04: GRPO ran its steps on the embedded policy and left the adapter, curves and log
+    grpo = summary["grpo"]
+    assert grpo["steps"] == 6 and set(grpo["split_seconds"]) == {"generation", "reward", "update"}
+    assert (ws / "policy" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "S1 proficiency" in (ws / "policy" / "curves.html").read_text()
+    nb04 = json.loads((ws / "notebooks" / "04_grpo.ipynb").read_text())
+    plots = [o for c in nb04["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(plots) == 1 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6  # updated in place
     gen = summary["generation"]
     assert gen["items"] == 3 and gen["ok"] + gen["repaired"] + gen["failed"] == 3
     assert summary["review"]["problems"] == []
@@ -37,7 +51,7 @@ def test_scale_configs():
 
     demo = load_scale("demo")
     assert demo["model"] == "embedded"
-    assert [notebook_path(s["notebook"]).name for s in demo["steps"]][:2] == [
-        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb"]
+    assert [notebook_path(s["notebook"]).name for s in demo["steps"]][:4] == [
+        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb"]
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")
