@@ -149,7 +149,11 @@ def cmd_hb_export(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    print(f"report: {run_demo(Path(args.workspace), model=args.model, scale=args.scale)}")
+    summary = run_demo(Path(args.workspace), model=args.model, scale=args.scale)
+    print(f"summary: {summary}")
+    report = Path(args.workspace) / "benchmark" / "report.html"
+    if report.is_file():
+        print(f"report: {report}")
     return 0
 
 

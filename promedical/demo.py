@@ -43,6 +43,8 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
     reward = reward_summary(json.loads(reward_metrics.read_text())) if reward_metrics.exists() else None
     policy_file = workspace / "policy" / "summary.json"
     policy = policy_summary(json.loads(policy_file.read_text())) if policy_file.exists() else None
+    bench_file = workspace / "benchmark" / "benchmark.json"
+    benchmark = benchmark_summary(json.loads(bench_file.read_text())) if bench_file.exists() else None
 
     config = RewardConfig()
     rubrics = {r.id: r for r in bench}
@@ -71,6 +73,7 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
         "review": {"approved": review["approved"], "problems": review["reviewed_file_problems"]},
         "reward_model": reward,
         "grpo": policy,
+        "benchmark": benchmark,
         "gold_mean_reward_by_label": mean_reward,
         "gold_veto_rate_by_label": {k: round(vetoed[k] / len(v), 4) for k, v in by_label.items()},
         "sample": {"rubric_id": rubric.id, "answer": answer, "machine_checks": checked,
@@ -103,3 +106,16 @@ def policy_summary(summary: dict) -> dict:
     """The headline numbers of notebook 04: steps, time per step and its split, reward components."""
     return {k: summary[k] for k in ("steps", "seconds_per_step", "split_seconds", "zero_std_group_share",
                                     "first", "last")}
+
+
+def benchmark_summary(result: dict) -> dict:
+    """The headline of notebook 05: per-model means, paired differences, the audit verdict, the report."""
+    rm = result["summary"]["reward_model"]
+    keys = ("rubric_score", "s1", "safety", "reward")
+    return {
+        "models": {m: {"n": v["n"], **{k: v[k]["value"] for k in keys}} for m, v in rm["models"].items()},
+        "comparisons": {name: {k: {x: c[k][x] for x in ("diff", "ci", "p", "n")} for k in keys}
+                        for name, c in rm["comparisons"].items()},
+        "audit": result["audit"]["verdict"], "report": result["report"]["html"],
+        "png": sorted(result["report"].get("png", {})),
+    }

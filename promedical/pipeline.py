@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 from .data import load_split
@@ -14,6 +15,19 @@ from .rubric import file_problems
 from .store import RubricStore
 
 REPO = DATA_DIR.parent
+
+
+class Stopwatch:
+    """Named laps in seconds (what each phase of a step cost)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 1)
+        self._t = now
 
 
 def workspace_path(workspace: str | Path | None = None) -> Path:
@@ -96,10 +110,12 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     ws = workspace_path(workspace)
     out = ws / "reward"
     cache = ws / "cache" / "llm"
+    clock = Stopwatch()
     rubrics = training_rubrics(ws, n_instructions, seed)
     policy = make_llm("transformers", policy_model, cache_dir=cache)
     candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
                                    seed=seed, out_path=out / "candidates.jsonl")
+    clock.lap("candidates")
     judge = policy if judge_model == policy_model else make_llm("transformers", judge_model, cache_dir=cache)
 
     # judge agreement with the gold labels first, before anything is trained on its labels
@@ -111,23 +127,28 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                              {r.id: r for r in bench})
     judge_report["adjudication"] = adjudication_report(judge, bench, gold, n_adjudicate,
                                                        explanation_chars=judge_explanation_chars)
+    clock.lap("judge_check")
 
     judgments = grade_responses(rubrics, candidates, judge, progress=progress,
                                 explanation_chars=judge_explanation_chars)
     dd, card = build_datasets(rubrics, candidates, judgments_to_grades(judgments))
     card["sources"] = {"policy": policy_model, "temperatures": list(temperatures), "judge": judge_model}
     save_datasets(dd, card, out / "dataset")
+    clock.lap("judging")
 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, max_steps=rm_steps,
                       batch_size=rm_batch_size, lr=rm_lr, seed=seed)
     rm = CriteriaRewardModel.load(config)
     base_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)  # LoRA at init = base model
+    clock.lap("eval_base")
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
     train_stats = rm.train(pairs, point, out, progress=progress) if pairs or point else {"steps": 0}
+    clock.lap("train")
     trained_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)
+    clock.lap("eval_trained")
     metrics = {"base": evaluate(base_rewards, bench, gold),
                "trained": evaluate(trained_rewards, bench, gold),
-               "judge_agreement": judge_report, "dataset_card": card, "train": train_stats,
+               "judge_agreement": judge_report, "dataset_card": card, "train": train_stats, "seconds": clock.laps,
                "provenance": stamp(config={**config.__dict__, "temperatures": list(temperatures),
                                            "n_instructions": n_instructions, "judge": judge_model,
                                            "n_eval_prompts": n_eval_prompts}, seed=seed)}
@@ -172,3 +193,60 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
     summary["provenance"] = stamp(config={**summary["settings"], "n_instructions": n_instructions}, seed=config.seed)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: str | None = None,
+                   reward_adapter: str | None = None, extra_models: dict | None = None, bench_file: str | None = None,
+                   n_bench: int | None = None, max_new_tokens: int = 256, judge_model: str | None = None,
+                   png: bool = True, progress: bool = True) -> dict:
+    """05: base vs aligned policy (and any other model/adapter) on the held-out benchmark, graded by the
+    reward model (and an LLM judge if given); statistics, independence audit, HTML report.
+
+    ``bench_file``: a rubric JSONL to benchmark instead of data/bench (e.g. from `promedical healthbench import`).
+    ``extra_models``: {name: [model spec, adapter or None]}.
+    """
+    import json
+
+    from .audit import audit
+    from .benchmark import answer, grade_with_judge, grade_with_reward_model, summarize
+    from .files import write_jsonl
+    from .report import write_report
+    from .rubric import read_rubrics
+
+    ws = workspace_path(workspace)
+    out = ws / "benchmark"
+    rubrics = read_rubrics(bench_file) if bench_file else load_split("bench")
+    rubrics = rubrics[:n_bench] if n_bench else rubrics
+    adapter = Path(policy_adapter) if policy_adapter else ws / "policy" / "adapter"
+    models = {"base": (model, None)}
+    if (adapter / "adapter_config.json").is_file():
+        models["aligned"] = (model, adapter)
+    elif policy_adapter:
+        raise FileNotFoundError(f"no policy adapter at {adapter} (missing adapter_config.json)")
+    models.update({k: tuple(v) for k, v in (extra_models or {}).items()})
+    answers = answer(models, rubrics, max_new_tokens=max_new_tokens, out_path=out / "answers.jsonl", progress=progress)
+    graded = grade_with_reward_model(load_reward_model(ws, reward_adapter), rubrics, answers, progress=progress)
+    if judge_model:
+        judge = make_llm("transformers", judge_model, cache_dir=ws / "cache" / "llm")
+        graded += grade_with_judge(judge, rubrics, answers, progress=progress)
+    write_jsonl(out / "graded.jsonl", graded)
+    summary = summarize(graded, baseline="base")
+    independence = audit(training_rubrics(ws), rubrics)
+    metrics_file, policy_file = ws / "reward" / "metrics.json", ws / "policy" / "summary.json"
+    reward_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    grpo_steps = json.loads(policy_file.read_text())["steps"] if policy_file.is_file() else 0
+    caveat = (f"Scale of this run: policy {model}, {len(rubrics)} benchmark items, {grpo_steps} GRPO steps, graded by "
+              "the reward model from notebook 03. With a small model, few steps and few items the intervals are wide: "
+              "this run shows the pipeline end to end and measures what it measures; it is not evidence that the "
+              "method improves a model. Claims of improvement need the full scale (configs/full.yaml).")
+    params = dict(model=model, models={k: [v[0], None if v[1] is None else str(v[1])] for k, v in models.items()},
+                  bench_file=bench_file, n_bench=len(rubrics), max_new_tokens=max_new_tokens, judge_model=judge_model)
+    prov = stamp(config=params)
+    report = write_report(out / "report.html", summary=summary, graded=graded, audit=independence,
+                          reward_metrics=reward_metrics, params=params, provenance=prov, caveat=caveat, png=png)
+    result = {"summary": summary, "audit": {k: v for k, v in independence.items() if k != "items"},
+              "report": report, "graded_file": str(out / "graded.jsonl"), "caveat": caveat, "parameters": params,
+              "provenance": prov}
+    write_json(out / "audit.json", independence)
+    write_json(out / "benchmark.json", result)
+    return result

@@ -36,6 +36,13 @@ def test_demo_command_runs_end_to_end(tmp_path):
     nb04 = json.loads((ws / "notebooks" / "04_grpo.ipynb").read_text())
     plots = [o for c in nb04["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(plots) == 1 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6  # updated in place
+    # 05: base vs aligned on the benchmark, audit verdict, report (the command ends with its path)
+    bench = summary["benchmark"]
+    assert set(bench["models"]) == {"base", "aligned"} and bench["models"]["aligned"]["n"] == 8
+    assert bench["comparisons"]["aligned vs base"]["rubric_score"]["n"] == 8
+    assert bench["audit"] == "independent"
+    assert out.stdout.strip().splitlines()[-1] == f"report: {ws / 'benchmark' / 'report.html'}"
+    assert "Independence audit" in (ws / "benchmark" / "report.html").read_text()
     gen = summary["generation"]
     assert gen["items"] == 3 and gen["ok"] + gen["repaired"] + gen["failed"] == 3
     assert summary["review"]["problems"] == []
@@ -51,7 +58,8 @@ def test_scale_configs():
 
     demo = load_scale("demo")
     assert demo["model"] == "embedded"
-    assert [notebook_path(s["notebook"]).name for s in demo["steps"]][:4] == [
-        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb"]
+    assert [notebook_path(s["notebook"]).name for s in demo["steps"]] == [
+        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
+        "05_benchmark.ipynb"]
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")
