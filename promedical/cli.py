@@ -160,18 +160,64 @@ def cmd_demo(args) -> int:
 def cmd_notebook(args) -> int:
     from .notebooks import run_notebook
 
-    params = {}
-    for item in args.param:
+    try:
+        params = parse_params(args.param)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"executed: {run_notebook(args.name, Path(args.workspace), params)}")
+    return 0
+
+
+def parse_params(items: list[str], params_json: str | None = None) -> dict:
+    """-p KEY=VALUE pairs (VALUE parsed as JSON when it can be) over an optional JSON object."""
+    params = json.loads(params_json) if params_json else {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"-p expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
+            raise ValueError(f"-p expects KEY=VALUE, got {item!r}")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
-    print(f"executed: {run_notebook(args.name, Path(args.workspace), params)}")
+    return params
+
+
+def cmd_step(args) -> int:
+    from .launch import run_step
+
+    result = run_step(args.name, args.workspace, parse_params(args.param, args.params))
+    print(json.dumps({k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes",
+                                                                "seconds_per_step", "split_seconds")}, default=str))
     return 0
+
+
+def cmd_plan(args) -> int:
+    from .launch import plan_for
+
+    fits = True
+    for step in ("rm-train", "grpo"):
+        memory = plan_for(step, args.scale, num_processes=args.num_processes)
+        print(f"{step} (scale {args.scale}):\n{memory.table()}")
+        fits &= memory.fits
+    return 0 if fits else 1
+
+
+def cmd_launch(args) -> int:
+    from .launch import launch
+    from .planner import PlanError
+
+    try:
+        params = parse_params(args.param, args.params)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+            return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
+                      cpu=args.cpu, dry_run=args.dry_run)
+    except PlanError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +262,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", default="runs/demo")
     p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
     p.set_defaults(func=cmd_notebook)
+
+    from .launch import STEPS
+
+    p = sub.add_parser("step", help="run one pipeline step in this process (what `launch` runs)")
+    p.add_argument("name", choices=list(STEPS))
+    p.add_argument("--workspace", default="runs/demo")
+    p.add_argument("--params", help="a JSON object of parameters")
+    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+    p.set_defaults(func=cmd_step)
+
+    p = sub.add_parser("launch", help="run a step at scale: accelerate (+ vLLM server for GRPO); --dry-run prints it")
+    p.add_argument("name", choices=list(STEPS))
+    p.add_argument("--workspace", default="runs/full")
+    p.add_argument("--scale", default="full", help="configs/<scale>.yaml (its launch: and steps: sections)")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--cpu", action="store_true", help="run the processes on CPU (gloo), e.g. to test on a laptop")
+    p.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
+    p.add_argument("--params", help="a JSON object of parameters")
+    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("plan", help="GPU memory plan of the RM and GRPO runs of a scale (exit 1 if one cannot fit)")
+    p.add_argument("--scale", default="full")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

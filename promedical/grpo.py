@@ -127,8 +127,10 @@ class GRPOSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     save_steps: int = 10
     seed: int = 0
+    lora: bool = True  # False: full fine-tuning (with TRL/PEFT; a reference model is kept for the KL)
     use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    vllm_mode: str = "colocate"  # one GPU: "colocate"; multi-GPU: "server" (`trl vllm-serve`, see configs/full.yaml)
+    vllm_gpu_memory_utilization: float = 0.3
     zero_std_warn: float = 0.5  # warn when more than this share of groups carry no learning signal
 
     def __post_init__(self):
@@ -136,6 +138,8 @@ class GRPOSettings:
             raise ValueError(f"backend must be 'peft' or 'unsloth', got {self.backend!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.backend == "unsloth" and not self.lora:
+            raise ValueError("full fine-tuning runs with backend='peft' (plain TRL); Unsloth's path here is LoRA")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts within a group), got {self.group_size}")
         self.reward_config()  # validates alpha/beta/lam
@@ -144,7 +148,12 @@ class GRPOSettings:
         return RewardConfig(alpha=self.alpha, beta=self.beta, lam=self.lam)
 
     def trl_config(self, output_dir: Path, bf16: bool = False):
+        import os
+
+        import torch
         from trl import GRPOConfig
+
+        use_cpu = not torch.cuda.is_available() or os.environ.get("PROMEDICAL_FORCE_CPU") == "1"
 
         return GRPOConfig(
             output_dir=str(output_dir), max_steps=self.steps, learning_rate=self.lr,
@@ -153,7 +162,8 @@ class GRPOSettings:
             temperature=self.temperature, beta=self.kl_beta, loss_type=self.loss_type,
             scale_rewards=self.scale_rewards, logging_steps=1, save_steps=self.save_steps,
             save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=[], bf16=bf16,
-            use_vllm=self.use_vllm, vllm_mode=self.vllm_mode, disable_tqdm=False)
+            use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
+            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization, disable_tqdm=False, use_cpu=use_cpu)
 
 
 def prompt_dataset(rubrics: list[Rubric]):
@@ -187,6 +197,8 @@ def load_policy(settings: GRPOSettings):
     from peft import LoraConfig
 
     model, tokenizer = load_model(settings.policy)
+    if not settings.lora:
+        return model, tokenizer, None
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules=settings.target_modules,
                       bias="none", task_type="CAUSAL_LM")
     return model, tokenizer, lora

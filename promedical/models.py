@@ -107,6 +107,16 @@ def tiny_qwen3(vocab_size: int, *, seed: int = 0, **overrides):
     return Qwen3ForCausalLM(Qwen3Config(**settings))
 
 
+def default_device() -> str:
+    """cuda:<LOCAL_RANK> (one GPU per process under accelerate/torchrun), else cpu; PROMEDICAL_FORCE_CPU=1
+    keeps a multi-process run on CPU even where GPUs exist."""
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("PROMEDICAL_FORCE_CPU") != "1":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
 def load_model(spec: str = EMBEDDED, *, dtype: str | None = None, device: str | None = None,
                trust_remote_code: bool = False):
     """Load (model, tokenizer) for a spec. dtype: 'float32' | 'bfloat16' | 'float16' | None (auto)."""
@@ -123,8 +133,7 @@ def load_model(spec: str = EMBEDDED, *, dtype: str | None = None, device: str | 
                                                      trust_remote_code=trust_remote_code)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    model.to(device or default_device()).eval()
     model.load_seconds = time.perf_counter() - start
     return model, tokenizer
 

@@ -97,9 +97,11 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                 temperatures: tuple = (0.7, 1.0), n_instructions: int = 4, max_new_tokens: int = 160,
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
                 n_adjudicate: int = 2, rm_backend: str = "peft", rm_model: str | None = None,
-                rm_steps: int = 20, rm_batch_size: int = 2, rm_lr: float = 2e-4, seed: int = 0,
+                rm_steps: int = 20, rm_batch_size: int = 2, rm_lr: float = 2e-4, seed: int = 0, train: bool = True,
                 progress: bool = True) -> dict:
-    """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation."""
+    """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
+
+    ``train=False`` stops after the dataset (full scale trains with `promedical launch rm-train`)."""
     from .candidates import sample_candidates
     from .data import load_candidates
     from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
@@ -135,6 +137,10 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     card["sources"] = {"policy": policy_model, "temperatures": list(temperatures), "judge": judge_model}
     save_datasets(dd, card, out / "dataset")
     clock.lap("judging")
+    if not train:
+        metrics = {"judge_agreement": judge_report, "dataset_card": card, "seconds": clock.laps}
+        write_json(out / "metrics.json", metrics)
+        return metrics
 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, max_steps=rm_steps,
                       batch_size=rm_batch_size, lr=rm_lr, seed=seed)
@@ -250,3 +256,24 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     write_json(out / "audit.json", independence)
     write_json(out / "benchmark.json", result)
     return result
+
+
+def step_rm_train(workspace=None, *, model: str = "embedded", backend: str = "peft", steps: int | None = None,
+                  epochs: int = 1, batch_size: int = 4, micro_batch_size: int | None = None, lr: float = 2e-4,
+                  max_length: int = 1024, gradient_checkpointing: bool = False, seed: int = 0, resume: bool = True,
+                  progress: bool = True) -> dict:
+    """Reward-model training alone, on the dataset 03 saved (<workspace>/reward/dataset): the step that
+    `promedical launch rm-train` runs under accelerate at full scale (one or many processes)."""
+    from datasets import load_from_disk
+
+    from .reward_model import CriteriaRewardModel, RMConfig
+
+    out = workspace_path(workspace) / "reward"
+    if not (out / "dataset" / "dataset_dict.json").is_file():
+        raise FileNotFoundError(f"no reward dataset at {out / 'dataset'}: run notebook 03 (or step 'reward') first")
+    dd = load_from_disk(str(out / "dataset"))
+    config = RMConfig(model=model, backend=backend, max_steps=steps, epochs=epochs, batch_size=batch_size,
+                      micro_batch_size=micro_batch_size, lr=lr, max_length=max_length,
+                      gradient_checkpointing=gradient_checkpointing, seed=seed)
+    rm = CriteriaRewardModel.load(config)
+    return rm.train(list(dd["pairs"]), list(dd["pointwise"]), out, resume=resume, progress=progress)

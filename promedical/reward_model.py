@@ -37,7 +37,9 @@ class RMConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: float = 2e-4
     epochs: int = 1
-    batch_size: int = 4
+    batch_size: int = 4  # pairs (and as many pointwise rows) per optimizer step, over all processes
+    micro_batch_size: int | None = None  # pairs per forward/backward (gradient accumulation); None: all at once
+    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences at full scale)
     max_length: int = 1024
     bce_weight: float = 1.0  # weight of the pointwise BCE next to the Bradley-Terry loss
     max_steps: int | None = None
@@ -97,6 +99,9 @@ class CriteriaRewardModel:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
         model.eval()
         return cls(model, tokenizer, config)
 
@@ -108,13 +113,14 @@ class CriteriaRewardModel:
     def _logodds(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[..., self.yes_id] - logits[..., self.no_id]
 
-    def reward_full(self, texts: list[str]) -> torch.Tensor:
-        """r for full texts (prefix + suffix), one forward each row; differentiable (training)."""
+    def reward_full(self, texts: list[str], model=None) -> torch.Tensor:
+        """r for full texts (prefix + suffix), one forward each row; differentiable (training).
+        ``model``: the module to call (the DDP wrapper in multi-process training)."""
         tok = self.tokenizer
         tok.padding_side = "left"
         enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.config.max_length,
                   add_special_tokens=False).to(self.device)
-        out = self.model(**enc, logits_to_keep=1)  # left padding: the last position is the answer slot
+        out = (model or self.model)(**enc, logits_to_keep=1)  # left padding: the last position is the answer slot
         return self._logodds(out.logits[:, -1, :].float())
 
     @torch.no_grad()
@@ -172,7 +178,14 @@ class CriteriaRewardModel:
     # ------------------------------------------------------------------ training
     def train(self, pairs: list[dict], pointwise: list[dict], out_dir: str | Path, *, resume: bool = True,
               progress: bool = True) -> dict:
-        """BT on pairs (+ BCE on pointwise rows); checkpoints every save_every steps; resumes from the last."""
+        """BT on pairs (+ BCE on pointwise rows); checkpoints every save_every steps; resumes from the last.
+
+        Under ``accelerate launch`` (WORLD_SIZE > 1) every process takes its share of each batch and DDP
+        averages the gradients, so N processes take the same steps as one process on the whole batch
+        (batch_size divisible by N); process 0 writes checkpoints, the adapter and the log.
+        """
+        import os
+
         from tqdm.auto import tqdm
 
         cfg, out_dir = self.config, Path(out_dir)
@@ -187,38 +200,73 @@ class CriteriaRewardModel:
         if resume and (ckpt / "state.pt").is_file():
             step, history = self._load_checkpoint(ckpt, optim)
         self.model.train()
-        bar = tqdm(total=total, initial=step, desc="reward model", disable=not progress)
+        forward, acc, rank, world = self.model, None, 0, int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            from accelerate import Accelerator
+
+            acc = Accelerator(cpu=self.device.type == "cpu")
+            forward, optim = acc.prepare(self.model, optim)
+            rank, world = acc.process_index, acc.num_processes
+            if cfg.batch_size % world:
+                raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+        main = rank == 0
+        bar = tqdm(total=total, initial=step, desc="reward model", disable=not (progress and main))
         t0 = time.perf_counter()
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             idx = order[epoch][offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
             batch = [pairs[i] for i in idx]
             point = [pointwise[(step * cfg.batch_size + j) % len(pointwise)] for j in range(cfg.batch_size)] if pointwise else []
-            loss, bt, bce = self._loss(batch, point)
             optim.zero_grad()
-            loss.backward()
+            loss, bt, bce = self._accumulate(batch[rank::world], point[rank::world], forward, acc)
+            if acc is not None:
+                loss = acc.reduce(loss, "mean")  # the log shows the whole batch's loss
             optim.step()
             step += 1
             history.append({"step": step, "loss": loss.item(), "bt": bt, "bce": bce})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % cfg.save_every == 0 or step == total:
+            if main and (step % cfg.save_every == 0 or step == total):
                 self._save_checkpoint(ckpt, optim, step, history)
         bar.close()
         self.model.eval()
-        self.save(out_dir / "adapter")
-        stats = {"steps": step, "seconds": round(time.perf_counter() - t0, 1), "final_loss": history[-1]["loss"] if history else None}
-        write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
+        stats = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
+                 "final_loss": history[-1]["loss"] if history else None, "processes": world}
+        if main:
+            self.save(out_dir / "adapter")
+            write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
+        if acc is not None:
+            acc.wait_for_everyone()
         return stats
 
-    def _loss(self, pairs: list[dict], point: list[dict]):
+    def _accumulate(self, pairs: list[dict], point: list[dict], forward, acc):
+        """Forward/backward in micro-batches; the gradients add up to those of the whole local batch's
+        mean loss (each micro-batch's means weighted by its share). Returns the detached loss, bt, bce."""
+        from contextlib import nullcontext
+
+        mb = self.config.micro_batch_size or max(len(pairs), len(point), 1)
+        n = max(math.ceil(max(len(pairs), len(point)) / mb), 1)
+        loss_sum, bt_sum, bce_sum = 0.0, 0.0, 0.0
+        for k in range(n):
+            pc, qc = pairs[k * mb:(k + 1) * mb], point[k * mb:(k + 1) * mb]
+            bt, bce = self._loss(pc, qc, forward)
+            wp, wq = len(pc) / max(len(pairs), 1), len(qc) / max(len(point), 1)
+            loss = bt * wp + self.config.bce_weight * bce * wq
+            last = k == n - 1
+            with nullcontext() if acc is None or last else acc.no_sync(forward):
+                loss.backward() if acc is None else acc.backward(loss)
+            loss_sum, bt_sum, bce_sum = loss_sum + loss.item(), bt_sum + bt.item() * wp, bce_sum + bce.item() * wq
+        device = self.device
+        return torch.tensor(loss_sum, device=device), bt_sum, bce_sum
+
+    def _loss(self, pairs: list[dict], point: list[dict], model=None):
         texts = []
         for p in pairs:
             suffix = render_suffix(p["criterion"])
             texts += [render_prefix(p["messages"], p["chosen"]) + suffix,
                       render_prefix(p["messages"], p["rejected"]) + suffix]
         texts += [render_prefix(r["messages"], r["response"]) + render_suffix(r["criterion"]) for r in point]
-        r = self.reward_full(texts)
+        r = self.reward_full(texts, model)
         n = 2 * len(pairs)
         bt = -F.logsigmoid(r[0:n:2] - r[1:n:2]).mean() if pairs else r.new_zeros(())
         if point:
@@ -226,7 +274,7 @@ class CriteriaRewardModel:
             bce = F.binary_cross_entropy_with_logits(r[n:], labels)
         else:
             bce = r.new_zeros(())
-        return bt + self.config.bce_weight * bce, bt.item(), bce.item()
+        return bt, bce
 
     def _save_checkpoint(self, ckpt: Path, optim, step: int, history: list) -> None:
         tmp = ckpt.with_name(ckpt.name + ".tmp")

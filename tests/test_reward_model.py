@@ -143,3 +143,16 @@ def test_reward_step_plumbing_end_to_end(tmp_path):
     assert set(saved) >= {"base", "trained", "judge_agreement", "dataset_card", "train", "provenance"}
     assert saved["base"]["counts"]["pointwise"] == m["trained"]["counts"]["pointwise"] > 0
     assert 0.0 <= saved["judge_agreement"]["coverage"] <= 1.0
+
+
+def test_micro_batches_accumulate_to_the_same_step(tmp_path):
+    pairs, point = toy_data()
+    whole = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=4, max_steps=2))
+    split = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=4, max_steps=2, micro_batch_size=1))
+    a = whole.train(pairs, point, tmp_path / "a", progress=False)
+    b = split.train(pairs, point, tmp_path / "b", progress=False)
+    assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-4)
+    wa = dict(whole.model.named_parameters())
+    for name, p in split.model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p, wa[name], atol=1e-5), name

@@ -1,0 +1,94 @@
+"""Full-scale launch path: exact commands (dry run), and two real processes (gloo) on CPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args, timeout=900):
+    out = subprocess.run([sys.executable, "-m", "promedical", *args], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
+    return out.stdout
+
+
+def test_dry_run_prints_the_full_scale_commands(tmp_path):
+    out = cli("launch", "grpo", "--dry-run", "--workspace", str(tmp_path)).strip().splitlines()
+    assert out[0] == "# memory plan (grpo, scale full):" and out[-3].endswith(": fits")  # checked before launching
+    grpo = [line for line in out if not line.startswith("#")]
+    assert len(grpo) == 2 and grpo[0].endswith(" &")
+    assert grpo[0].startswith("CUDA_VISIBLE_DEVICES=6,7 trl vllm-serve --model Qwen/Qwen3-8B --tensor-parallel-size 2")
+    assert grpo[1].startswith("CUDA_VISIBLE_DEVICES=0,1,2,3,4,5 accelerate launch --num_processes 6 --num_machines 1 "
+                              f"--config_file {ROOT / 'configs/accelerate/deepspeed_zero3.yaml'} -m promedical step grpo")
+    params = json.loads(grpo[1].split("--params ", 1)[1].strip("'"))
+    assert params["kl_beta"] == 0.04 and params["group_size"] == 8 and params["vllm_mode"] == "server"
+    rm = cli("launch", "rm-train", "--dry-run", "--workspace", str(tmp_path)).strip().splitlines()[-1]
+    assert "accelerate launch --num_processes 8" in rm and "vllm-serve" not in rm
+    assert json.loads(rm.split("--params ", 1)[1].strip("'")) == {
+        "model": "Qwen/Qwen3-8B", "backend": "peft", "epochs": 2, "batch_size": 64, "micro_batch_size": 2, "lr": 5e-6,
+        "max_length": 8192, "gradient_checkpointing": True}
+    one_gpu = cli("launch", "grpo", "--dry-run", "--scale", "gpu", "--workspace", str(tmp_path)).strip()
+    assert "vllm-serve" not in one_gpu and '"vllm_mode": "colocate"' in one_gpu
+
+
+def make_reward_dataset(ws):
+    from promedical.data import load_candidates, load_split
+    from promedical.pairs import build_datasets, save_datasets
+
+    dd, card = build_datasets(load_split("bench"), load_candidates(n_prompts=3))
+    save_datasets(dd, card, ws / "reward" / "dataset")
+
+
+@pytest.mark.slow
+def test_two_process_reward_model_training_matches_one_process(tmp_path):
+    from safetensors.torch import load_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for ws in (one, two):
+        make_reward_dataset(ws)
+    params = ["-p", "model=tiny-qwen3", "-p", "steps=3", "-p", "batch_size=4", "-p", "lr=0.005"]
+    cli("step", "rm-train", "--workspace", str(one), *params)
+    out = cli("launch", "rm-train", "--scale", "demo", "--num-processes", "2", "--cpu", "--workspace", str(two), *params)
+    assert '"processes": 2' in out
+    a = load_file(str(one / "reward" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(two / "reward" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    moved = 0
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+        moved += bool(a[k].abs().max() > 0)
+    assert moved == len(a)  # every LoRA tensor trained (B starts at zero)
+    la = json.loads((one / "reward" / "train_log.json").read_text())["history"]
+    lb = json.loads((two / "reward" / "train_log.json").read_text())["history"]
+    assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_two_process_grpo_steps(tmp_path):
+    from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+    CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(tmp_path / "reward" / "adapter")
+    cli("launch", "grpo", "--scale", "demo", "--num-processes", "2", "--cpu", "--workspace", str(tmp_path),
+        "-p", "policy_model=tiny-qwen3", "-p", "steps=2", "-p", "group_size=2", "-p", "max_completion_length=8",
+        "-p", "n_instructions=4", "-p", "save_steps=1", "-p", "live=false")
+    log = json.loads((tmp_path / "policy" / "log.json").read_text())
+    steps = [h for h in log["history"] if "rubric/reward" in h]
+    assert log["summary"]["steps"] == 2 and len(steps) == 2
+    assert all("kl" in h for h in steps)
+    assert (tmp_path / "policy" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_full_scale_notebook_dry_run(tmp_path):
+    from promedical.notebooks import run_notebook
+
+    out = run_notebook("06", tmp_path, {"workspace": str(tmp_path / "full")})
+    import json as _json
+
+    text = "".join("".join(o.get("text", "")) for c in _json.loads(out.read_text())["cells"] for o in c.get("outputs", []))
+    assert "accelerate launch --num_processes 8" in text and "trl vllm-serve" in text and ": fits" in text
