@@ -58,15 +58,21 @@ def test_two_process_reward_model_training_matches_one_process(tmp_path):
     assert '"processes": 2' in out
     a = load_file(str(one / "reward" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(two / "reward" / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    moved = 0
+    from peft import get_peft_model_state_dict
+
+    from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+    init = get_peft_model_state_dict(CriteriaRewardModel.load(RMConfig(model="tiny-qwen3")).model)
+    assert a.keys() == b.keys() == init.keys()
     for k in a:
-        assert (a[k] - b[k]).abs().max() < 1e-5, k
-        moved += bool(a[k].abs().max() > 0)
-    assert moved == len(a)  # every LoRA tensor trained (B starts at zero)
+        update = (a[k] - init[k]).abs().max()
+        assert update > 1e-3, k  # every LoRA tensor trained
+        # the same steps up to float summation order (each process pads its own shard); Adam turns
+        # near-zero gradients into lr-sized moves, so compare against the size of the update
+        assert (a[k] - b[k]).abs().max() <= 0.05 * update, k
     la = json.loads((one / "reward" / "train_log.json").read_text())["history"]
     lb = json.loads((two / "reward" / "train_log.json").read_text())["history"]
-    assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-5)
+    assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-4)
 
 
 @pytest.mark.slow
