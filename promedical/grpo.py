@@ -248,6 +248,7 @@ def train_policy(settings: GRPOSettings, rubrics: list[Rubric], scorer, out_dir:
     trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - t0
     trainer.save_model(str(out_dir / "adapter"))
+    (out_dir / "adapter" / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in log.json
     steps = [h for h in trainer.state.log_history if "rubric/reward" in h]
     zero_std = [h["frac_reward_zero_std"] for h in steps if "frac_reward_zero_std" in h]
     share = sum(zero_std) / len(zero_std) if zero_std else None

@@ -13,25 +13,35 @@ def params_of(fn) -> set[str]:
     return set(inspect.signature(fn).parameters)
 
 
+TRL_SURFACE = """
+import inspect
+import trl.trainer.utils as trl_utils
+from trl import GRPOTrainer
+from promedical.grpo import GRPOSettings
+from promedical.trl_compat import TorchLogProb
+
+def params_of(fn):
+    return set(inspect.signature(fn).parameters)
+
+args = GRPOSettings(group_size=2).trl_config("unused")  # builds a GRPOConfig with every field the kit sets
+assert (args.beta, args.loss_type, args.use_cpu) == (0.04, "grpo", True)
+assert {"model", "reward_funcs", "args", "train_dataset", "processing_class", "peft_config", "callbacks"} <= params_of(
+    GRPOTrainer.__init__)
+assert params_of(GRPOTrainer._generate) >= {"prompts"}  # timed by the kit's subclass
+# reward functions receive log_metric (the kit logs S1/S2/S3 through it)
+assert 'reward_kwargs["log_metric"]' in inspect.getsource(GRPOTrainer._calculate_rewards)
+assert "frac_reward_zero_std" in inspect.getsource(GRPOTrainer)
+# the fused LM head the kit swaps for a torch path on CPU
+kernel = list(inspect.signature(trl_utils._ChunkedLogProbFunction.forward).parameters)[1:]  # drop ctx
+assert kernel == list(inspect.signature(TorchLogProb.apply).parameters), kernel
+print("ok")
+"""
+
+
 def test_trl_grpo_surface():
-    import trl.trainer.utils as trl_utils
-    from trl import GRPOConfig, GRPOTrainer
-
-    from promedical.grpo import GRPOSettings
-    from promedical.trl_compat import TorchLogProb
-
-    args = GRPOSettings(group_size=2).trl_config(ROOT / "runs" / "unused")  # every field the kit sets
-    assert (args.beta, args.loss_type, args.use_cpu) == (0.04, "grpo", True)
-    assert {"model", "reward_funcs", "args", "train_dataset", "processing_class", "peft_config", "callbacks"} <= params_of(
-        GRPOTrainer.__init__)
-    assert params_of(GRPOTrainer._generate) >= {"prompts"}  # timed by the kit's subclass
-    # reward functions receive log_metric (the kit logs S1/S2/S3 through it)
-    assert 'reward_kwargs["log_metric"]' in inspect.getsource(GRPOTrainer._calculate_rewards)
-    # the fused LM head the kit swaps for a torch path on CPU
-    assert trl_utils._ChunkedLogProbFunction is not None
-    kernel = list(inspect.signature(trl_utils._ChunkedLogProbFunction.forward).parameters)[1:]  # drop ctx
-    assert kernel == list(inspect.signature(TorchLogProb.apply).parameters)
-    assert "frac_reward_zero_std" in inspect.getsource(GRPOTrainer)
+    # in a fresh interpreter: once Unsloth is imported (another test does), it patches TRL's log-prob head
+    out = subprocess.run([sys.executable, "-c", TRL_SURFACE], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
 def test_peft_and_transformers_surface():
