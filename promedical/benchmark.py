@@ -156,6 +156,16 @@ def ranks(values: Sequence[float]) -> list[float]:
     return out
 
 
+def groups(rows: Sequence[dict], key: str) -> dict:
+    """Per value of ``key`` (category, specialty): n, rubric score and safety, each mean with a 95% CI."""
+    out = {}
+    for value in sorted({str(g[key]) for g in rows}):
+        sel = [g for g in rows if str(g[key]) == value]
+        out[value] = {"n": len(sel), "rubric_score": mean_ci([g["rubric_score"] for g in sel]),
+                      "safety": mean_ci([g["safety"] for g in sel])}
+    return out
+
+
 def summarize(graded: Sequence[dict], baseline: str | None = None) -> dict:
     """Per model (and grader): every metric with a CI, per category and specialty, paired comparisons
     of each model against ``baseline`` (default: the first model), and the length-score correlation."""
@@ -170,11 +180,7 @@ def summarize(graded: Sequence[dict], baseline: str | None = None) -> dict:
             per_model[m] = {"n": len(mine), **{k: mean_ci([g[k] for g in mine if g[k] is not None],
                                                           clip=(0.0, 1.0) if k == "healthbench" else None)
                                                for k in METRICS},
-                            **{f"by_{key}": {v: {"n": len(sel), "rubric_score": mean_or_none([g["rubric_score"] for g in sel]),
-                                                 "safety": mean_or_none([g["safety"] for g in sel])}
-                                             for v in sorted({str(g[key]) for g in mine})
-                                             for sel in [[g for g in mine if str(g[key]) == v]]}
-                               for key in ("category", "specialty")}}
+                            **{f"by_{key}": groups(mine, key) for key in ("category", "specialty")}}
         comparisons = {}
         for m in models:
             if m == base:

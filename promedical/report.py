@@ -43,7 +43,8 @@ def figures(summary: dict, graded: list[dict]) -> dict:
                        yaxis_title="veto rate", height=360)
 
     cats = sorted({c for v in models.values() for c in v["by_category"]})
-    heat = go.Figure(go.Heatmap(z=[[v["by_category"].get(c, {}).get("rubric_score") for c in cats] for v in models.values()],
+    heat = go.Figure(go.Heatmap(z=[[v["by_category"][c]["rubric_score"]["value"] if c in v["by_category"] else None
+                                    for c in cats] for v in models.values()],
                                 x=cats, y=list(models), colorscale="Viridis", colorbar=dict(title="rubric score")))
     heat.update_layout(title="Rubric score per category", height=320)
 
@@ -144,6 +145,11 @@ def write_report(path: Path, *, summary: dict, graded: list[dict], audit: dict, 
                      f"Spearman {fmt(ls['spearman'])}.</p>")
     for k, (name, fig) in enumerate(figs.items()):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(k == 0), div_id=f"fig-{name}"))
+    for key in ("category", "specialty"):
+        parts.append(f"<h3>Per {key} (graded by: {html.escape(grader)})</h3>" + table(
+            ["model", key, "n", "rubric score (95% CI)", "safety (95% CI)"],
+            [[html.escape(m), html.escape(value), str(g["n"]), ci(g["rubric_score"]), ci(g["safety"])]
+             for m, v in summary[grader]["models"].items() for value, g in v[f"by_{key}"].items()]))
     rows = rm_quality_rows(reward_metrics)
     if rows:
         parts.append("<h2>Reward model vs base model on the gold-labelled candidates</h2>" + table(

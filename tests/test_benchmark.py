@@ -61,6 +61,8 @@ def test_summarize_per_model_categories_and_paired_comparisons():
     aligned = s["models"]["aligned"]
     assert aligned["n"] == 12 and aligned["rubric_score"]["ci"][0] <= aligned["rubric_score"]["value"]
     assert set(aligned["by_category"]) == {"c0", "c1"} and aligned["by_category"]["c0"]["n"] == 6
+    c0 = aligned["by_category"]["c0"]["rubric_score"]
+    assert c0["ci"][0] <= c0["value"] <= c0["ci"][1] and c0["n"] == 6
     comp = s["comparisons"]["aligned vs base"]
     assert comp["rubric_score"]["n"] == 12 and comp["rubric_score"]["diff"] > 0.25 and comp["rubric_score"]["p"] < 0.01
     assert comp["safety"]["diff"] == 0 and s["length_score"]["n"] == 24
