@@ -220,6 +220,12 @@ def cmd_launch(args) -> int:
         return 1
 
 
+def add_param_args(p: argparse.ArgumentParser, json_object: bool = True) -> None:
+    if json_object:
+        p.add_argument("--params", help="a JSON object of parameters")
+    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promedical", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebook", help="execute a numbered notebook with papermill (batch mode)")
     p.add_argument("name", help="e.g. 01 or 02_rubric_refinement")
     p.add_argument("--workspace", default="runs/demo")
-    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+    add_param_args(p, json_object=False)
     p.set_defaults(func=cmd_notebook)
 
     from .launch import STEPS
@@ -268,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("step", help="run one pipeline step in this process (what `launch` runs)")
     p.add_argument("name", choices=list(STEPS))
     p.add_argument("--workspace", default="runs/demo")
-    p.add_argument("--params", help="a JSON object of parameters")
-    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+    add_param_args(p)
     p.set_defaults(func=cmd_step)
 
     p = sub.add_parser("launch", help="run a step at scale: accelerate (+ vLLM server for GRPO); --dry-run prints it")
@@ -279,8 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, default=None)
     p.add_argument("--cpu", action="store_true", help="run the processes on CPU (gloo), e.g. to test on a laptop")
     p.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
-    p.add_argument("--params", help="a JSON object of parameters")
-    p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
+    add_param_args(p)
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("plan", help="GPU memory plan of the RM and GRPO runs of a scale (exit 1 if one cannot fit)")

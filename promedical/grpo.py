@@ -183,25 +183,13 @@ def last_checkpoint(output_dir: Path) -> str | None:
 def load_policy(settings: GRPOSettings):
     """(model, tokenizer, peft_config or None): Unsloth's FastLanguageModel with its LoRA, or plain
     transformers + a LoRA config that GRPOTrainer applies."""
-    from .models import load_model, resolve
+    from .models import load_for_lora, load_model
 
-    if settings.backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=resolve(settings.policy), dtype=None,
-                                                             max_seq_length=4096, load_in_4bit=False)
-        model = FastLanguageModel.get_peft_model(model, r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                                 target_modules=settings.target_modules, bias="none",
-                                                 use_gradient_checkpointing=False, random_state=settings.seed)
+    if not settings.lora:  # full fine-tuning (peft backend only, see __post_init__)
+        model, tokenizer = load_model(settings.policy)
         return model, tokenizer, None
-    from peft import LoraConfig
-
-    model, tokenizer = load_model(settings.policy)
-    if not settings.lora:
-        return model, tokenizer, None
-    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules=settings.target_modules,
-                      bias="none", task_type="CAUSAL_LM")
-    return model, tokenizer, lora
+    return load_for_lora(settings.policy, settings.backend, r=settings.lora_r, alpha=settings.lora_alpha,
+                         target_modules=settings.target_modules, seed=settings.seed)
 
 
 def make_trainer(settings: GRPOSettings, rubrics: list[Rubric], reward: RubricReward, output_dir: Path,

@@ -162,3 +162,28 @@ def generate_text(model, tokenizer, messages: list[dict], *, max_new_tokens: int
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def load_for_lora(spec: str, backend: str, *, r: int, alpha: int, target_modules: list[str], seed: int,
+                  dropout: float = 0.0, max_seq_length: int = 4096, wrap: bool = True):
+    """(model, tokenizer, LoraConfig or None) for LoRA training with either backend.
+
+    "unsloth": FastLanguageModel, with its LoRA already applied when ``wrap`` (config None);
+    "peft": the plain model and the LoraConfig to apply (by ``get_peft_model`` or a TRL trainer).
+    """
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=resolve(spec), max_seq_length=max_seq_length,
+                                                             dtype=None, load_in_4bit=False)
+        if wrap:
+            model = FastLanguageModel.get_peft_model(model, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                                     target_modules=target_modules, bias="none",
+                                                     use_gradient_checkpointing=False, random_state=seed)
+        return model, tokenizer, None
+    from peft import LoraConfig
+
+    model, tokenizer = load_model(spec)
+    return model, tokenizer, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                                        bias="none", task_type="CAUSAL_LM")
+

@@ -34,11 +34,10 @@ def figures(summary: dict, graded: list[dict]) -> dict:
     tiers.update_layout(title="Per-model metrics with bootstrap 95% CIs", height=380)
 
     veto = go.Figure()
-    for m, v in models.items():
-        s = v["safety"]
-        veto.add_bar(x=[m], y=[1 - s["value"]], name=m, error_y=dict(
-            type="data", symmetric=False, array=[s["value"] - s["ci"][0] if s["ci"][0] is not None else 0],
-            arrayminus=[s["ci"][1] - s["value"] if s["ci"][1] is not None else 0]))
+    flipped = {m: {"veto": {"value": 1 - v["safety"]["value"],  # veto rate = 1 - safety compliance
+                            "ci": [None if x is None else 1 - x for x in reversed(v["safety"]["ci"])]}}
+               for m, v in models.items()}
+    _ci_bar(veto, flipped, "veto", "veto rate", showlegend=False)
     veto.update_layout(title="Veto rate (share of answers violating at least one safety criterion)",
                        yaxis_title="veto rate", height=360)
 

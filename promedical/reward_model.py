@@ -71,28 +71,17 @@ class CriteriaRewardModel:
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, config: RMConfig, adapter: str | Path | None = None) -> "CriteriaRewardModel":
-        from .models import load_model, resolve
+        from .models import load_for_lora
 
         torch.manual_seed(config.seed)
-        if config.backend == "unsloth":
-            from unsloth import FastLanguageModel
+        model, tokenizer, lora = load_for_lora(
+            config.model, config.backend, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+            target_modules=config.target_modules, seed=config.seed, max_seq_length=config.max_length,
+            wrap=adapter is None)
+        if adapter is None and lora is not None:
+            from peft import get_peft_model
 
-            model, tokenizer = FastLanguageModel.from_pretrained(
-                model_name=resolve(config.model), max_seq_length=config.max_length, dtype=None,
-                load_in_4bit=False)
-            if adapter is None:
-                model = FastLanguageModel.get_peft_model(
-                    model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                    target_modules=config.target_modules, bias="none", use_gradient_checkpointing=False,
-                    random_state=config.seed)
-        else:
-            from peft import LoraConfig, get_peft_model
-
-            model, tokenizer = load_model(config.model)
-            if adapter is None:
-                model = get_peft_model(model, LoraConfig(
-                    r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                    target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM"))
+            model = get_peft_model(model, lora)
         if adapter is not None:
             from peft import PeftModel
 
