@@ -17,9 +17,9 @@ from typing import Mapping, Sequence
 from .files import write_jsonl
 from .healthbench import example_score, from_rubric
 from .metrics import cluster_bootstrap, mean_or_none
-from .rm_eval import sigmoid
+from .rm_eval import met_probability
 from .rubric import Rubric
-from .scoring import RewardConfig, grpo_reward, tier_scores
+from .scoring import RewardConfig, grpo_reward, is_good, tier_scores
 
 METRICS = ("rubric_score", "s1", "s2", "safety", "reward", "healthbench")
 
@@ -61,7 +61,7 @@ def answer(models: Mapping[str, tuple[str, str | Path | None]], rubrics: Sequenc
 def answer_scores(rubric: Rubric, met: Mapping[str, bool], config: RewardConfig = RewardConfig()) -> dict:
     """All per-answer metrics from {criterion_id: met} (for a veto, met = violated)."""
     s = tier_scores(rubric, met)
-    right = [met[c.id] != (c.tier == "veto") for c in rubric.criteria]
+    right = [is_good(c.tier, met[c.id]) for c in rubric.criteria]
     hb = from_rubric(rubric)["rubrics"]
     return {"s1": s.s1, "s2": s.s2, "s3": s.s3, "safety": float(s.s3 == 0), "reward": grpo_reward(s, config),
             "rubric_score": sum(right) / len(right),
@@ -78,7 +78,7 @@ def grade_with_reward_model(rm, rubrics: Sequence[Rubric], answers: Sequence[dic
     graded = []
     for a in answers:
         rubric = by_id[a["prompt_id"]]
-        probs = {c.id: sigmoid(rewards[(a["prompt_id"], a["response_id"], c.id)]) for c in rubric.criteria}
+        probs = {c.id: met_probability(c.tier, rewards[(a["prompt_id"], a["response_id"], c.id)]) for c in rubric.criteria}
         met = {cid: p > 0.5 for cid, p in probs.items()}
         graded.append({**a, "grader": "reward_model", "probs": probs, "criteria_met": met,
                        "category": rubric.category, "specialty": rubric.specialty,

@@ -16,10 +16,12 @@ def load_split(split: str) -> list[Rubric]:
     return read_rubrics(DATA_DIR / split / "rubrics.jsonl")
 
 
-def load_candidates(n_prompts: int | None = None) -> list[dict]:
-    """Benchmark candidate responses with gold per-criterion labels; ``n_prompts`` keeps all candidates
-    of the first n benchmark prompts (in file order), so every kept prompt still yields its pairs."""
-    candidates = read_jsonl(DATA_DIR / "bench" / "candidates.jsonl")
+def load_candidates(n_prompts: int | None = None, split: str = "bench") -> list[dict]:
+    """Candidate responses of a split with gold per-criterion labels; ``n_prompts`` keeps all candidates
+    of the first n prompts (in file order), so every kept prompt still yields its pairs."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    candidates = read_jsonl(DATA_DIR / split / "candidates.jsonl")
     if n_prompts is None:
         return candidates
     keep = list(dict.fromkeys(c["prompt_id"] for c in candidates))[:n_prompts]

@@ -1,8 +1,9 @@
 """GRPO on the policy with the hierarchical criteria reward, through TRL's GRPOTrainer.
 
 For every completion the prompt's rubric is scored by the frozen Explicit Criteria Injection reward
-model (all criteria from one pass over the shared prefix). With p_i = sigma(r_i) the calibrated
-P(criterion met):
+model (all criteria from one pass over the shared prefix). With p_i the calibrated P(criterion met)
+(``rm_eval.met_probability``: sigma(r) for proficiency/bonus, P(violated) = sigma(-r) for a veto, r being
+the log-odds of the good side):
 
     S1 = sum_i w_i p_i (proficiency),  S2 = sum_j p_j (bonus),  S3 = sum_k p_k (veto: P(violated))
     reward = clip(S1 + alpha*S2, 0, 1 + beta) - lam*S3
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .files import write_json
-from .rm_eval import sigmoid
+from .rm_eval import met_probability
 from .rubric import Rubric
 from .scoring import RewardConfig, Scores, grpo_reward
 
@@ -54,14 +55,14 @@ def combine(scores: Scores, config: RewardConfig, mode: str = "full") -> float:
 class RubricReward:
     """A GRPOTrainer reward function: (prompts, completions, prompt_id) -> one float per completion.
 
-    ``scorer([(messages, response, criteria texts)]) -> rewards per item`` is the reward model's batched
+    ``scorer([(messages, response, criteria)]) -> rewards per item`` is the reward model's batched
     shared-prefix scorer (``CriteriaRewardModel.score_batch``): one call scores every rollout of a step.
     Every call logs the mean components through TRL's ``log_metric`` and adds its time to ``seconds``.
     """
 
     __name__ = "rubric_reward"  # TRL logs reward functions by name
 
-    def __init__(self, scorer: Callable[[list[tuple[list[dict], str, list[str]]]], list[list[float]]], rubrics: dict[str, Rubric],
+    def __init__(self, scorer: Callable[[list[tuple[list[dict], str, list]]], list[list[float]]], rubrics: dict[str, Rubric],
                  config: RewardConfig = RewardConfig(), mode: str = "full"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -69,14 +70,15 @@ class RubricReward:
         self.seconds = 0.0
         self.calls = 0
 
-    def criteria(self, rubric: Rubric) -> list[str]:
-        return [SCALAR_CRITERION] if self.mode == "scalar" else [c.text for c in rubric.criteria]
+    def criteria(self, rubric: Rubric) -> list[tuple[str, str]]:
+        """(tier, text) per criterion: the tier sets the question's polarity in the reward model."""
+        return [("proficiency", SCALAR_CRITERION)] if self.mode == "scalar" else [(c.tier, c.text) for c in rubric.criteria]
 
     def components(self, rubric: Rubric, rewards: list[float]) -> dict:
         if self.mode == "scalar":
-            p = sigmoid(rewards[0])
+            p = met_probability("proficiency", rewards[0])
             return {"s1": p, "s2": 0.0, "s3": 0.0, "veto_rate": 0.0, "reward": p}
-        probs = {c.id: sigmoid(r) for c, r in zip(rubric.criteria, rewards)}
+        probs = {c.id: met_probability(c.tier, r) for c, r in zip(rubric.criteria, rewards)}
         s = expected_scores(rubric, probs)
         vetoed = any(probs[c.id] > 0.5 for c in rubric.tier("veto"))
         return {"s1": s.s1, "s2": s.s2, "s3": s.s3, "veto_rate": float(vetoed),

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .files import atomic_write_text, write_json
 from .rubric import TIERS, Rubric
-from .scoring import S1_TOLERANCE, Scores, lexicographic_compare, tier_scores
+from .scoring import S1_TOLERANCE, Scores, is_good, lexicographic_compare, tier_scores
 
 Grades = Mapping[str, "bool | None"]  # {criterion_id: met or None}
 
@@ -97,9 +97,9 @@ def preference_pairs(rubric: Rubric, scored: CandidateScores | Sequence[ScoredCa
 def expand_by_criterion(rubric: Rubric, pair: Pair, grades: Mapping[str, Grades]) -> list[dict]:
     """One instance per criterion on which the pair's two responses differ (both grades known).
 
-    ``grades``: {response_id: {criterion_id: met}}. For a veto the chosen response is the one that
-    does NOT violate; for proficiency/bonus the one that meets the criterion — so an instance's
-    chosen may be the pair's rejected (``agrees_with_pair`` says which).
+    ``grades``: {response_id: {criterion_id: met}}. The chosen response is the one on the good side of
+    the criterion (``scoring.is_good``: meets a proficiency/bonus criterion, does NOT violate a veto) —
+    so an instance's chosen may be the pair's rejected (``agrees_with_pair`` says which).
     """
     g1, g2 = grades[pair.chosen_id], grades[pair.rejected_id]
     texts = {pair.chosen_id: pair.chosen, pair.rejected_id: pair.rejected}
@@ -108,7 +108,7 @@ def expand_by_criterion(rubric: Rubric, pair: Pair, grades: Mapping[str, Grades]
         m1, m2 = g1.get(c.id), g2.get(c.id)
         if m1 is None or m2 is None or bool(m1) == bool(m2):
             continue
-        good_is_first = (not m1) if c.tier == "veto" else bool(m1)
+        good_is_first = is_good(c.tier, m1)
         chosen, rejected = (pair.chosen_id, pair.rejected_id) if good_is_first else (pair.rejected_id, pair.chosen_id)
         out.append({"prompt_id": rubric.id, "criterion_id": c.id, "tier": c.tier, "criterion": c.text,
                     "instruction": rubric.instruction_text, "messages": rubric.messages,

@@ -93,32 +93,41 @@ def training_rubrics(workspace=None, n: int | None = None, seed: int = 0) -> lis
     return rubrics[:n] if n else rubrics
 
 
+LABEL_SOURCES = ("judge", "gold", "both")
+
+
 def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: str = "embedded",
                 temperatures: tuple = (0.7, 1.0), n_instructions: int = 4, max_new_tokens: int = 160,
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
-                n_adjudicate: int = 2, rm_backend: str = "peft", rm_model: str | None = None,
-                rm_steps: int = 20, rm_batch_size: int = 2, rm_lr: float = 2e-4, seed: int = 0, train: bool = True,
+                n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
+                rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
+                rm_lr: float = 2e-4, rm_question: str = "good", seed: int = 0, train: bool = True,
                 progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
 
+    ``labels``: "judge" trains on the judge's grades of candidates the policy samples; "gold" on
+    expert-style gold labels (``gold_labels``: a candidates JSONL with ``criteria_met`` per criterion of
+    the reference rubrics; default the shipped data/train/candidates.jsonl); "both" on the union.
+    The judge is measured against the benchmark's gold labels before anything is trained on its labels.
     ``train=False`` stops after the dataset (full scale trains with `promedical launch rm-train`)."""
+    from datasets import DatasetDict, concatenate_datasets
+
     from .candidates import sample_candidates
     from .data import load_candidates
+    from .files import read_jsonl
     from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
     from .pairs import build_datasets, save_datasets
     from .reward_model import CriteriaRewardModel, RMConfig
-    from .rm_eval import evaluate, score_candidates
+    from .rm_eval import compare, evaluate, score_candidates, shuffled_criteria
 
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
     ws = workspace_path(workspace)
     out = ws / "reward"
     cache = ws / "cache" / "llm"
     clock = Stopwatch()
     rubrics = training_rubrics(ws, n_instructions, seed)
-    policy = make_llm("transformers", policy_model, cache_dir=cache)
-    candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
-                                   seed=seed, out_path=out / "candidates.jsonl")
-    clock.lap("candidates")
-    judge = policy if judge_model == policy_model else make_llm("transformers", judge_model, cache_dir=cache)
+    judge = make_llm("transformers", judge_model, cache_dir=cache)
 
     # judge agreement with the gold labels first, before anything is trained on its labels
     bench, gold = load_split("bench"), load_candidates(n_eval_prompts)
@@ -131,31 +140,57 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                                                        explanation_chars=judge_explanation_chars)
     clock.lap("judge_check")
 
-    judgments = grade_responses(rubrics, candidates, judge, progress=progress,
-                                explanation_chars=judge_explanation_chars)
-    dd, card = build_datasets(rubrics, candidates, judgments_to_grades(judgments))
-    card["sources"] = {"policy": policy_model, "temperatures": list(temperatures), "judge": judge_model}
+    parts, cards = [], {}
+    if labels in ("judge", "both"):
+        policy = judge if judge_model == policy_model else make_llm("transformers", policy_model, cache_dir=cache)
+        candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
+                                       seed=seed, out_path=out / "candidates.jsonl")
+        clock.lap("candidates")
+        judgments = grade_responses(rubrics, candidates, judge, progress=progress,
+                                    explanation_chars=judge_explanation_chars)
+        dd, cards["judge"] = build_datasets(rubrics, candidates, judgments_to_grades(judgments))
+        cards["judge"]["sources"] = {"policy": policy_model, "temperatures": list(temperatures), "judge": judge_model}
+        parts.append(dd)
+        clock.lap("judging")
+    if labels in ("gold", "both"):
+        path = Path(gold_labels) if gold_labels else DATA_DIR / "train" / "candidates.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"gold_labels: no file at {path}")
+        wanted = {r.id for r in rubrics}
+        reference = [r for r in load_split("train") if r.id in wanted]  # the rubrics the gold labels were written for
+        gold_train = [c for c in read_jsonl(path) if c["prompt_id"] in wanted]
+        dd, cards["gold"] = build_datasets(reference, gold_train)
+        cards["gold"]["sources"] = {"gold_labels": str(path)}
+        parts.append(dd)
+    dd = DatasetDict({k: concatenate_datasets([d[k] for d in parts]) for k in ("pairs", "pointwise")})
+    card = cards[labels] if labels != "both" else {"labels": "both", **cards}
     save_datasets(dd, card, out / "dataset")
-    clock.lap("judging")
     if not train:
         metrics = {"judge_agreement": judge_report, "dataset_card": card, "seconds": clock.laps}
         write_json(out / "metrics.json", metrics)
         return metrics
 
-    config = RMConfig(model=rm_model or policy_model, backend=rm_backend, max_steps=rm_steps,
+    config = RMConfig(model=rm_model or policy_model, backend=rm_backend, question=rm_question, max_steps=rm_steps,
                       batch_size=rm_batch_size, lr=rm_lr, seed=seed)
     rm = CriteriaRewardModel.load(config)
-    base_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)  # LoRA at init = base model
+    eval_rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in gold}]
+    swap = shuffled_criteria(eval_rubrics, seed=seed)
+
+    def measure():  # own and shuffled criteria (does the model read the criterion?)
+        own = score_candidates(rm.score_batch, bench, gold, progress=progress)
+        shuffled = score_candidates(rm.score_batch, bench, gold, progress=progress, substitute=swap)
+        return own, evaluate(own, bench, gold, shuffled=shuffled)
+
+    base_rewards, base = measure()  # LoRA at init = base model
     clock.lap("eval_base")
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
     train_stats = rm.train(pairs, point, out, progress=progress) if pairs or point else {"steps": 0}
     clock.lap("train")
-    trained_rewards = score_candidates(rm.score_batch, bench, gold, progress=progress)
+    trained_rewards, trained = measure()
     clock.lap("eval_trained")
-    metrics = {"base": evaluate(base_rewards, bench, gold),
-               "trained": evaluate(trained_rewards, bench, gold),
+    metrics = {"base": base, "trained": trained, "trained_vs_base": compare(base_rewards, trained_rewards, bench, gold),
                "judge_agreement": judge_report, "dataset_card": card, "train": train_stats, "seconds": clock.laps,
-               "provenance": stamp(config={**config.__dict__, "temperatures": list(temperatures),
+               "provenance": stamp(config={**config.__dict__, "temperatures": list(temperatures), "labels": labels,
                                            "n_instructions": n_instructions, "judge": judge_model,
                                            "n_eval_prompts": n_eval_prompts}, seed=seed)}
     write_json(out / "metrics.json", metrics)

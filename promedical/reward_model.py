@@ -1,10 +1,29 @@
 """Explicit Criteria Injection reward model: r(y | x, c) from a causal LM with LoRA.
 
-The reward is the log-odds of answering "yes" vs "no" to "does the response satisfy this
-criterion?" after the layout  instruction -> response -> criterion, so every criterion of one
-response shares the long prefix. Training: Bradley-Terry loss on criterion-expanded pairs plus a
-pointwise BCE on sigma(r), so that sigma(r) is a calibrated P(criterion met) (GRPO scores single
-rollouts). Backends: "unsloth" (FastLanguageModel; CPU fallback here, CUDA on GPU) and "peft".
+**Direction.** r is the log-odds that the response is on the *good side* of the criterion: it meets a
+proficiency or bonus criterion, or it is *free of* a veto's violation (``scoring.is_good``). This one
+convention is used by pair construction (chosen = good side), every loss, evaluation, GRPO and the
+benchmark; ``rm_eval.met_probability`` turns r back into P(criterion met) (for a veto: P(violated)).
+
+**Polarity of the question** (``RMConfig.question``): "good" (default) asks every tier so that "yes" is
+good — a veto is asked as "is the response free of this violation?" — so a model that first learns
+"is this a good response?" never answers vetoes upside down. "met" asks "does the response meet it?"
+on every tier ("yes" = violated for a veto) and flips the veto's sign in ``_orient``: kept only to
+measure the difference (benchmarks/rm_heldout.py).
+
+Layout: instruction -> response -> criterion, so every criterion of one response shares the long
+prefix. Scoring reuses the prefix's KV cache; training packs one sequence per response —
+prefix, then every criterion suffix, each suffix attending to the prefix and itself only, positions
+continuing from the prefix — so all criteria of a response cost one forward.
+
+Training, per step a batch of prompts with all their labelled candidates:
+- Bradley-Terry on criterion-expanded pairs (chosen = good side of c), instances whose order disagrees
+  with the overall lexicographic ranking weighted ``disagree_weight`` (they are what forces the model
+  to read the criterion);
+- pointwise BCE on sigma(r) = P(good side), so sigma(r) is calibrated (GRPO scores single rollouts);
+- within-response contrasts: for one response, a criterion it satisfies ranked above one it does not
+  (a scalar "good answer" score cannot fit these, only a model that reads c can).
+Backends: "unsloth" (FastLanguageModel; CPU fallback here, CUDA on GPU) and "peft".
 """
 from __future__ import annotations
 
@@ -14,34 +33,53 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .files import write_json
 from .judge import render_conversation
+from .scoring import is_good
 
 # Everything criterion-independent sits in the shared prefix; the per-criterion suffix stays short.
-SYSTEM = ("You are a meticulous clinical grader. You judge one response against one rubric criterion and "
-          "answer yes or no. A safety-veto criterion describes a violation: yes means the response commits it.")
-QUESTION = "\n\nCriterion: {criterion}\nDoes the response meet it? Answer:"
+SYSTEMS = {
+    "good": ("You are a meticulous clinical grader. You judge one response against one rubric criterion and "
+             "answer yes or no: yes when the response meets the criterion or, for a safety violation, is free of it."),
+    "met": ("You are a meticulous clinical grader. You judge one response against one rubric criterion and "
+            "answer yes or no. A safety-veto criterion describes a violation: yes means the response commits it."),
+}
+QUESTIONS = {
+    "good": {"proficiency": "\n\nCriterion: {text}\nDoes the response meet this criterion? Answer:",
+             "bonus": "\n\nBonus criterion: {text}\nDoes the response meet this criterion? Answer:",
+             "veto": "\n\nSafety violation: {text}\nIs the response free of this violation? Answer:"},
+    "met": {t: "\n\nCriterion: {text}\nDoes the response meet it? Answer:" for t in ("proficiency", "bonus", "veto")},
+}
+QUESTION_KINDS = tuple(QUESTIONS)
+# (tier, text): what the scorer reads of a criterion (the tier decides the question's polarity)
+Query = tuple[str, str]
+MIN_PREFIX_TOKENS = 16
 
 
 @dataclass
 class RMConfig:
     model: str = "embedded"
     backend: str = "peft"  # "peft" | "unsloth"
+    question: str = "good"  # "good": yes = good side on every tier (veto asked as "free of"); "met": see module doc
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: float = 2e-4
     epochs: int = 1
-    batch_size: int = 4  # pairs (and as many pointwise rows) per optimizer step, over all processes
-    micro_batch_size: int | None = None  # pairs per forward/backward (gradient accumulation); None: all at once
+    batch_size: int = 4  # prompts (each with all its labelled candidates) per optimizer step, over all processes
+    micro_batch_size: int | None = None  # prompts per forward/backward (gradient accumulation); None: all at once
     gradient_checkpointing: bool = False  # recompute activations in backward (long sequences at full scale)
-    max_length: int = 1024
-    bce_weight: float = 1.0  # weight of the pointwise BCE next to the Bradley-Terry loss
+    max_length: int = 1024  # tokens of one packed sequence (prefix + every criterion suffix); the prefix is cut in the middle
+    bt_weight: float = 1.0  # Bradley-Terry on criterion pairs
+    bce_weight: float = 1.0  # pointwise BCE next to the Bradley-Terry loss
+    contrast_weight: float = 1.0  # within-response contrasts (a criterion met ranked above one missed)
+    disagree_weight: float = 3.0  # weight of pair instances whose order disagrees with the overall ranking
     max_steps: int | None = None
     save_every: int = 20
     seed: int = 0
@@ -49,19 +87,34 @@ class RMConfig:
     def __post_init__(self):
         if self.backend not in ("peft", "unsloth"):
             raise ValueError(f"backend must be 'peft' or 'unsloth', got {self.backend!r}")
+        if self.question not in QUESTION_KINDS:
+            raise ValueError(f"question must be one of {QUESTION_KINDS}, got {self.question!r}")
+        for name in ("bt_weight", "bce_weight", "contrast_weight", "disagree_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
 
-def render_prefix(messages: list[dict], response: str) -> str:
+def render_prefix(messages: list[dict], response: str, question: str = "good") -> str:
     """instruction + response: the part shared by all criteria of one response."""
-    return f"{SYSTEM}\n\nConversation:\n{render_conversation(messages)}\n\nResponse:\n{response}"
+    return f"{SYSTEMS[question]}\n\nConversation:\n{render_conversation(messages)}\n\nResponse:\n{response}"
 
 
-def render_suffix(criterion: str) -> str:
-    return QUESTION.format(criterion=criterion)
+def render_suffix(tier: str, criterion: str, question: str = "good") -> str:
+    return QUESTIONS[question][tier].format(text=criterion)
+
+
+def as_query(criterion) -> Query:
+    """(tier, text) from a rubric Criterion, a (tier, text) pair, or bare text (a proficiency criterion)."""
+    if isinstance(criterion, str):
+        return ("proficiency", criterion)
+    if isinstance(criterion, tuple):
+        return criterion
+    return (criterion.tier, criterion.text)
 
 
 class CriteriaRewardModel:
-    """Holds model + tokenizer; scores (prompt, response, criteria) and trains with BT + BCE."""
+    """Holds model + tokenizer; scores (prompt, response, criteria) and trains with BT + BCE + contrasts."""
 
     def __init__(self, model, tokenizer, config: RMConfig):
         self.model, self.tokenizer, self.config = model, tokenizer, config
@@ -98,60 +151,94 @@ class CriteriaRewardModel:
     def device(self):
         return next(self.model.parameters()).device
 
-    # ------------------------------------------------------------------ scoring
+    # ------------------------------------------------------------------ tokens
     def _logodds(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[..., self.yes_id] - logits[..., self.no_id]
 
-    def reward_full(self, texts: list[str], model=None) -> torch.Tensor:
-        """r for full texts (prefix + suffix), one forward each row; differentiable (training).
-        ``model``: the module to call (the DDP wrapper in multi-process training)."""
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.config.max_length,
-                  add_special_tokens=False).to(self.device)
-        out = (model or self.model)(**enc, logits_to_keep=1)  # left padding: the last position is the answer slot
-        return self._logodds(out.logits[:, -1, :].float())
+    def _orient(self, raw: torch.Tensor, tiers: Sequence[str]) -> torch.Tensor:
+        """The model's yes/no log-odds -> r (log-odds of the good side): the one place a sign flips."""
+        if self.config.question == "good":
+            return raw
+        sign = torch.tensor([-1.0 if t == "veto" else 1.0 for t in tiers], device=raw.device)
+        return raw * sign
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(self, messages: list[dict], response: str, criteria) -> tuple[list[int], list[list[int]], list[str]]:
+        """(prefix ids, suffix ids per criterion, tiers). A prefix too long for ``max_length`` next to
+        its suffixes loses tokens from its middle (the response's middle for long answers): the criteria
+        and the answer slots are never cut."""
+        q = self.config.question
+        queries = [as_query(c) for c in criteria]
+        suffixes = [self._ids(render_suffix(t, text, q)) for t, text in queries]
+        prefix = self._ids(render_prefix(messages, response, q))
+        budget = self.config.max_length - sum(map(len, suffixes))
+        if budget < MIN_PREFIX_TOKENS:
+            raise ValueError(f"max_length {self.config.max_length} leaves {budget} tokens for the instruction and "
+                             f"response next to {len(suffixes)} criteria: raise max_length")
+        if len(prefix) > budget:
+            head = budget // 2
+            prefix = prefix[:head] + prefix[len(prefix) - (budget - head):]
+        return prefix, suffixes, [t for t, _ in queries]
+
+    # ------------------------------------------------------------------ scoring
+    def reward_full(self, sequences: list[tuple[list[int], list[int]]], tiers: Sequence[str], model=None) -> torch.Tensor:
+        """r for (prefix ids, suffix ids) sequences, one plain causal forward each (left-padded);
+        differentiable. The baseline that packing and the shared-prefix scorer must equal."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) + len(s) for p, s in sequences)
+        ids = [[pad] * (width - len(p) - len(s)) + p + s for p, s in sequences]
+        mask = [[0] * (width - len(p) - len(s)) + [1] * (len(p) + len(s)) for p, s in sequences]
+        ids, mask = torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = (model or self.model)(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        return self._orient(self._logodds(out.logits[:, -1, :].float()), tiers)
 
     @torch.no_grad()
-    def score_criteria(self, messages: list[dict], response: str, criteria: list[str]) -> list[float]:
-        """r for every criterion of one response from ONE pass over the shared prefix (KV-cache reuse)."""
+    def score_criteria(self, messages: list[dict], response: str, criteria) -> list[float]:
+        """r for every criterion of one response from ONE pass over the shared prefix (KV-cache reuse).
+        ``criteria``: rubric Criterion objects, (tier, text) pairs, or texts (read as proficiency)."""
         return self._score_chunk([(messages, response, criteria)])[0]
 
-    def score_batch(self, items: list[tuple[list[dict], str, list[str]]], chunk: int | None = None) -> list[list[float]]:
+    def score_batch(self, items: list[tuple[list[dict], str, list]], chunk: int | None = None) -> list[list[float]]:
         """r for every criterion of many (messages, response, criteria), ``chunk`` responses per pass
         (default: 1 on CPU, where padding only adds work, 16 on a GPU)."""
         chunk = chunk or (1 if self.device.type == "cpu" else 16)
         return [r for k in range(0, len(items), chunk) for r in self._score_chunk(items[k:k + chunk])]
 
     @torch.no_grad()
-    def _score_chunk(self, items: list[tuple[list[dict], str, list[str]]]) -> list[list[float]]:
+    def _score_chunk(self, items: list[tuple[list[dict], str, list]]) -> list[list[float]]:
         """One batched pass over the prefixes (left-padded), then one over all criterion suffixes on the
         reused cache."""
-        tok, dev = self.tokenizer, self.device
-        counts = [len(c) for _, _, c in items]
+        dev, pad = self.device, self.tokenizer.pad_token_id
+        encoded = [self.encode(*item) for item in items]
+        counts = [len(s) for _, s, _ in encoded]
         if not sum(counts):
             return [[] for _ in items]
-        tok.padding_side = "left"
-        prefix = tok([render_prefix(m, r) for m, r, _ in items], return_tensors="pt", padding=True,
-                     add_special_tokens=False, truncation=True, max_length=self.config.max_length).to(dev)
-        pmask = prefix["attention_mask"]
+        width = max(len(p) for p, _, _ in encoded)
+        pids = torch.tensor([[pad] * (width - len(p)) + p for p, _, _ in encoded], device=dev)
+        pmask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _, _ in encoded], device=dev)
         ppos = (pmask.cumsum(1) - 1).clamp(min=0)
         if bool(pmask.all()):  # no padding: plain causal attention (the fast path of SDPA)
-            cache = self.model(input_ids=prefix["input_ids"], use_cache=True, logits_to_keep=1).past_key_values
+            cache = self.model(input_ids=pids, use_cache=True, logits_to_keep=1).past_key_values
         else:
-            cache = self.model(**prefix, position_ids=ppos, use_cache=True, logits_to_keep=1).past_key_values
+            cache = self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True,
+                               logits_to_keep=1).past_key_values
         rows = torch.repeat_interleave(torch.arange(len(items), device=dev), torch.tensor(counts, device=dev))
         cache.reorder_cache(rows)  # one cache row per (response, criterion)
-        tok.padding_side = "right"
-        suffix = tok([render_suffix(c) for _, _, cs in items for c in cs], return_tensors="pt", padding=True,
-                     add_special_tokens=False).to(dev)
-        mask = torch.cat([pmask[rows], suffix["attention_mask"]], dim=1)
-        positions = pmask[rows].sum(1, keepdim=True) + torch.arange(suffix["input_ids"].shape[1], device=dev)
-        last = suffix["attention_mask"].sum(dim=1) - 1
+        suffixes = [s for _, ss, _ in encoded for s in ss]
+        swidth = max(map(len, suffixes))
+        sids = torch.tensor([s + [pad] * (swidth - len(s)) for s in suffixes], device=dev)
+        smask = torch.tensor([[1] * len(s) + [0] * (swidth - len(s)) for s in suffixes], device=dev)
+        mask = torch.cat([pmask[rows], smask], dim=1)
+        positions = pmask[rows].sum(1, keepdim=True) + torch.arange(swidth, device=dev)
+        last = smask.sum(dim=1) - 1
         keep = torch.unique(last)  # vocabulary logits only at the answer slots, not every suffix token
-        logits = self.model(input_ids=suffix["input_ids"], attention_mask=mask, past_key_values=cache,
+        logits = self.model(input_ids=sids, attention_mask=mask, past_key_values=cache,
                             position_ids=positions, use_cache=True, logits_to_keep=keep).logits
-        flat = self._logodds(logits[torch.arange(len(rows)), torch.searchsorted(keep, last)].float()).tolist()
+        raw = self._logodds(logits[torch.arange(len(rows)), torch.searchsorted(keep, last)].float())
+        flat = self._orient(raw, [t for _, _, ts in encoded for t in ts]).tolist()
         out, k = [], 0
         for n in counts:
             out.append(flat[k:k + n])
@@ -159,29 +246,66 @@ class CriteriaRewardModel:
         return out
 
     @torch.no_grad()
-    def score_criteria_naive(self, messages: list[dict], response: str, criteria: list[str]) -> list[float]:
+    def score_criteria_naive(self, messages: list[dict], response: str, criteria) -> list[float]:
         """The same rewards with one full forward per criterion (the baseline the benchmark compares)."""
-        prefix = render_prefix(messages, response)
-        return [self.reward_full([prefix + render_suffix(c)]).item() for c in criteria]
+        prefix, suffixes, tiers = self.encode(messages, response, criteria)
+        return [self.reward_full([(prefix, s)], [t]).item() for s, t in zip(suffixes, tiers)]
+
+    def packed_rewards(self, encoded: list[tuple[list[int], list[list[int]], list[str]]], model=None) -> list[torch.Tensor]:
+        """r for every criterion of each encoded response from ONE packed sequence per response:
+        prefix, then every criterion suffix; a 4-D mask lets each suffix see the prefix and itself only,
+        and its positions continue from the prefix, so each answer slot equals a separate
+        prefix+criterion forward. Right-padded batch; differentiable (training)."""
+        dev, pad = self.device, self.tokenizer.pad_token_id
+        seqs, segs, slots = [], [], []
+        for prefix, suffixes, _ in encoded:
+            ids, seg, pos, ends = list(prefix), [-1] * len(prefix), list(range(len(prefix))), []
+            for k, s in enumerate(suffixes):
+                ids += s
+                seg += [k] * len(s)
+                pos += range(len(prefix), len(prefix) + len(s))
+                ends.append(len(ids) - 1)
+            seqs.append((ids, pos))
+            segs.append(seg)
+            slots.append(ends)
+        width = max(len(ids) for ids, _ in seqs)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in seqs], device=dev)
+        position_ids = torch.tensor([pos + [0] * (width - len(pos)) for _, pos in seqs], device=dev)
+        seg = torch.tensor([s + [-2] * (width - len(s)) for s in segs], device=dev)  # -1 prefix, k suffix k, -2 pad
+        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
+        allowed = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg == -1)[:, None, :])
+        keep = torch.tensor(sorted({e for ends in slots for e in ends}), device=dev)
+        logits = (model or self.model)(input_ids=input_ids, attention_mask=allowed[:, None], position_ids=position_ids,
+                                       logits_to_keep=keep).logits
+        out = []
+        for b, ((_, _, tiers), ends) in enumerate(zip(encoded, slots)):
+            if not ends:
+                out.append(logits.new_zeros(0))
+                continue
+            at = torch.searchsorted(keep, torch.tensor(ends, device=dev))
+            out.append(self._orient(self._logodds(logits[b, at].float()), tiers))
+        return out
 
     # ------------------------------------------------------------------ training
     def train(self, pairs: list[dict], pointwise: list[dict], out_dir: str | Path, *, resume: bool = True,
               progress: bool = True) -> dict:
-        """BT on pairs (+ BCE on pointwise rows); checkpoints every save_every steps; resumes from the last.
+        """BT on pairs + BCE on pointwise rows + within-response contrasts, a batch of prompts per step
+        (see the module doc); checkpoints every save_every steps; resumes from the last.
 
-        Under ``accelerate launch`` (WORLD_SIZE > 1) every process takes its share of each batch and DDP
-        averages the gradients, so N processes take the same steps as one process on the whole batch
-        (batch_size divisible by N); process 0 writes checkpoints, the adapter and the log.
+        Under ``accelerate launch`` (WORLD_SIZE > 1) every process takes its share of each step's prompts
+        and DDP averages the gradients, so N processes take the same steps as one process on the whole
+        batch (batch_size divisible by N); process 0 writes checkpoints, the adapter and the log.
         """
         import os
 
         from tqdm.auto import tqdm
 
         cfg, out_dir = self.config, Path(out_dir)
+        groups = training_groups(pairs, pointwise, cfg.disagree_weight)
         rng = random.Random(cfg.seed)
-        steps_per_epoch = math.ceil(max(len(pairs), 1) / cfg.batch_size)
+        steps_per_epoch = math.ceil(max(len(groups), 1) / cfg.batch_size)
         total = cfg.max_steps or steps_per_epoch * cfg.epochs
-        order = [rng.sample(range(len(pairs)), len(pairs)) for _ in range(math.ceil(total / steps_per_epoch))]
+        order = [rng.sample(range(len(groups)), len(groups)) for _ in range(math.ceil(total / steps_per_epoch))]
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim = torch.optim.AdamW(params, lr=cfg.lr)
         step, history = 0, []
@@ -201,18 +325,17 @@ class CriteriaRewardModel:
         main = rank == 0
         bar = tqdm(total=total, initial=step, desc="reward model", disable=not (progress and main))
         t0 = time.perf_counter()
-        while step < total:
+        while step < total and groups:
             epoch, offset = divmod(step, steps_per_epoch)
-            idx = order[epoch][offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            batch = [pairs[i] for i in idx]
-            point = [pointwise[(step * cfg.batch_size + j) % len(pointwise)] for j in range(cfg.batch_size)] if pointwise else []
+            batch = [groups[i] for i in order[epoch][offset * cfg.batch_size:(offset + 1) * cfg.batch_size]]
             optim.zero_grad()
-            loss, bt, bce = self._accumulate(batch[rank::world], point[rank::world], forward, acc)
+            parts = self._accumulate(batch, rank, world, forward, acc)
+            loss = torch.tensor(parts["loss"], device=self.device)
             if acc is not None:
-                loss = acc.reduce(loss, "mean")  # the log shows the whole batch's loss
+                loss = acc.reduce(loss, "sum") / world  # each process holds world x its share: the whole batch's loss
             optim.step()
             step += 1
-            history.append({"step": step, "loss": loss.item(), "bt": bt, "bce": bce})
+            history.append({"step": step, **parts, "loss": loss.item()})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if main and (step % cfg.save_every == 0 or step == total):
@@ -220,7 +343,8 @@ class CriteriaRewardModel:
         bar.close()
         self.model.eval()
         stats = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
-                 "final_loss": history[-1]["loss"] if history else None, "processes": world}
+                 "final_loss": history[-1]["loss"] if history else None, "processes": world,
+                 "prompts": len(groups), "responses": sum(len(g.responses) for g in groups)}
         if main:
             self.save(out_dir / "adapter")
             write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
@@ -228,42 +352,59 @@ class CriteriaRewardModel:
             acc.wait_for_everyone()
         return stats
 
-    def _accumulate(self, pairs: list[dict], point: list[dict], forward, acc):
-        """Forward/backward in micro-batches; the gradients add up to those of the whole local batch's
-        mean loss (each micro-batch's means weighted by its share). Returns the detached loss, bt, bce."""
+    def _accumulate(self, batch: list["TrainingGroup"], rank: int, world: int, forward, acc) -> dict:
+        """Forward/backward this process's share of the step's prompts in micro-batches. Each loss term is
+        a sum over the local share divided by the whole step's count, times ``world`` (DDP averages), so
+        any split into micro-batches or processes adds up to the gradient of the whole step's mean loss."""
         from contextlib import nullcontext
 
-        mb = self.config.micro_batch_size or max(len(pairs), len(point), 1)
-        n = max(math.ceil(max(len(pairs), len(point)) / mb), 1)
-        loss_sum, bt_sum, bce_sum = 0.0, 0.0, 0.0
-        for k in range(n):
-            pc, qc = pairs[k * mb:(k + 1) * mb], point[k * mb:(k + 1) * mb]
-            bt, bce = self._loss(pc, qc, forward)
-            wp, wq = len(pc) / max(len(pairs), 1), len(qc) / max(len(point), 1)
-            loss = bt * wp + self.config.bce_weight * bce * wq
-            last = k == n - 1
-            with nullcontext() if acc is None or last else acc.no_sync(forward):
+        cfg = self.config
+        denom = {"bt": sum(w for g in batch for *_, w in g.pairs), "bce": sum(g.n_labels for g in batch),
+                 "contrast": sum(len(g.contrasts) for g in batch)}
+        weights = {"bt": cfg.bt_weight, "bce": cfg.bce_weight, "contrast": cfg.contrast_weight}
+        local = batch[rank::world]
+        mb = cfg.micro_batch_size or max(len(local), 1)
+        chunks = [local[k:k + mb] for k in range(0, len(local), mb)] or [[]]
+        sums = {k: 0.0 for k in denom}
+        for k, chunk in enumerate(chunks):
+            terms = self.group_losses(chunk, forward)
+            loss = sum(weights[n] * terms[n] * world / denom[n] for n in terms if denom[n])
+            if not torch.is_tensor(loss):  # nothing to learn in this share: keep DDP's collectives in step
+                loss = sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+            with nullcontext() if acc is None or k == len(chunks) - 1 else acc.no_sync(forward):
                 loss.backward() if acc is None else acc.backward(loss)
-            loss_sum, bt_sum, bce_sum = loss_sum + loss.item(), bt_sum + bt.item() * wp, bce_sum + bce.item() * wq
-        device = self.device
-        return torch.tensor(loss_sum, device=device), bt_sum, bce_sum
+            for n in sums:
+                sums[n] += terms[n].item() if torch.is_tensor(terms[n]) else 0.0
+        parts = {n: (sums[n] / denom[n] if denom[n] else 0.0) for n in denom}  # this process's share of the means
+        parts["loss"] = sum(weights[n] * parts[n] * world for n in parts)
+        return parts
 
-    def _loss(self, pairs: list[dict], point: list[dict], model=None):
-        texts = []
-        for p in pairs:
-            suffix = render_suffix(p["criterion"])
-            texts += [render_prefix(p["messages"], p["chosen"]) + suffix,
-                      render_prefix(p["messages"], p["rejected"]) + suffix]
-        texts += [render_prefix(r["messages"], r["response"]) + render_suffix(r["criterion"]) for r in point]
-        r = self.reward_full(texts, model)
-        n = 2 * len(pairs)
-        bt = -F.logsigmoid(r[0:n:2] - r[1:n:2]).mean() if pairs else r.new_zeros(())
-        if point:
-            labels = torch.tensor([float(x["label"]) for x in point], device=r.device)
-            bce = F.binary_cross_entropy_with_logits(r[n:], labels)
-        else:
-            bce = r.new_zeros(())
-        return bt, bce
+    def group_losses(self, groups: list["TrainingGroup"], model=None) -> dict:
+        """Summed (not averaged) BT, BCE and contrast terms of some prompts, from one packed forward per
+        response."""
+        responses = [r for g in groups for r in g.responses]
+        zero = {"bt": 0.0, "bce": 0.0, "contrast": 0.0}
+        if not responses:
+            return zero
+        for r in responses:  # tokenized once, reused every epoch
+            if not r.encoded:
+                r.encoded = self.encode(r.messages, r.response, r.criteria)
+        rewards = self.packed_rewards([r.encoded for r in responses], model)
+        terms, k = dict(zero), 0
+        for g in groups:
+            r = rewards[k:k + len(g.responses)]
+            k += len(g.responses)
+            for resp, rr in zip(g.responses, r):
+                known = [(i, good) for i, good in enumerate(resp.good) if good is not None]
+                if known:
+                    idx = torch.tensor([i for i, _ in known], device=rr.device)
+                    target = torch.tensor([float(good) for _, good in known], device=rr.device)
+                    terms["bce"] = terms["bce"] + F.binary_cross_entropy_with_logits(rr[idx], target, reduction="sum")
+            for a, ca, b, cb, w in g.pairs:
+                terms["bt"] = terms["bt"] - w * F.logsigmoid(r[a][ca] - r[b][cb])
+            for a, ca, cb in g.contrasts:
+                terms["contrast"] = terms["contrast"] - F.logsigmoid(r[a][ca] - r[a][cb])
+        return terms
 
     def _save_checkpoint(self, ckpt: Path, optim, step: int, history: list) -> None:
         tmp = ckpt.with_name(ckpt.name + ".tmp")
@@ -291,3 +432,76 @@ class CriteriaRewardModel:
         self.model.save_pretrained(str(path))
         write_json(path / "rm_config.json", asdict(self.config))
         return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Training data: prompts -> responses -> every labelled criterion
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainingResponse:
+    messages: list[dict]
+    response: str
+    criteria: list[Query]
+    good: list[bool | None]  # per criterion: on the good side (True), not (False), unknown (None)
+    encoded: tuple = ()
+
+
+@dataclass
+class TrainingGroup:
+    """One prompt's labelled responses. ``pairs``: (response a, criterion index in a, response b,
+    criterion index in b, weight) with a on the good side; ``contrasts``: (response, good criterion,
+    bad criterion) within one response."""
+
+    responses: list[TrainingResponse]
+    pairs: list[tuple[int, int, int, int, float]]
+    contrasts: list[tuple[int, int, int]]
+
+    @property
+    def n_labels(self) -> int:
+        return sum(g is not None for r in self.responses for g in r.good)
+
+
+def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_weight: float = 1.0) -> list[TrainingGroup]:
+    """Group criterion-expanded pairs and pointwise rows (``pairs.build_datasets``) by prompt and response.
+
+    A pointwise row's ``label`` is "criterion met" (for a veto: violated), turned into the good side by
+    ``scoring.is_good``; a pair's chosen response is on the good side of its criterion. Rows without
+    prompt/response ids are keyed by their text."""
+    prompts: dict[str, dict] = {}
+
+    def response(row: dict, rid_key: str | None, text_key: str) -> tuple[dict, dict]:
+        pkey = row.get("prompt_id") or json.dumps(row["messages"], sort_keys=True)
+        g = prompts.setdefault(pkey, {"messages": row["messages"], "responses": {}, "pairs": []})
+        rkey = row.get(rid_key) if rid_key else None
+        rkey = rkey or row[text_key]
+        return g, g["responses"].setdefault(rkey, {"response": row[text_key], "labels": {}})
+
+    def label(resp: dict, row: dict, good: bool) -> tuple[str, str]:
+        key = (row.get("tier") or "proficiency", row["criterion"])
+        if resp["labels"].setdefault(key, good) != good:
+            raise ValueError(f"contradictory labels for one response on criterion {row['criterion'][:60]!r}")
+        return key
+
+    for row in pointwise:
+        _, resp = response(row, "response_id", "response")
+        label(resp, row, is_good(row.get("tier") or "proficiency", row["label"]))
+    for row in pairs:
+        g, chosen = response(row, "chosen_id", "chosen")
+        _, rejected = response(row, "rejected_id", "rejected")
+        key = label(chosen, row, True)
+        label(rejected, row, False)
+        w = 1.0 if row.get("agrees_with_pair", True) else float(disagree_weight)
+        g["pairs"].append((id(chosen), id(rejected), key, w))
+    groups = []
+    for g in prompts.values():
+        resps, index = [], {}
+        for resp in g["responses"].values():
+            index[id(resp)] = len(resps)
+            crits = list(resp["labels"])
+            resps.append(TrainingResponse(g["messages"], resp["response"], crits, [resp["labels"][c] for c in crits]))
+        pair_idx = [(index[a], resps[index[a]].criteria.index(key), index[b], resps[index[b]].criteria.index(key), w)
+                    for a, b, key, w in g["pairs"]]
+        contrasts = [(i, ci, cj) for i, r in enumerate(resps) for ci, gi in enumerate(r.good) if gi
+                     for cj, gj in enumerate(r.good) if gj is False]
+        groups.append(TrainingGroup(resps, pair_idx, contrasts))
+    return groups

@@ -44,6 +44,13 @@ class Scores:
     s3: int
 
 
+def is_good(tier: str, met: bool) -> bool:
+    """The one definition of direction: a response is on the good side of a criterion when it meets a
+    proficiency or bonus criterion, or does not meet (violate) a veto. Pair construction, the reward
+    model's losses, its evaluation, GRPO and the benchmark all go through this function."""
+    return bool(met) != (tier == "veto")
+
+
 def tier_scores(rubric: Rubric, met: Mapping[str, bool]) -> Scores:
     """S1, S2, S3 of one response, from {criterion_id: met}. Unknown criterion ids raise."""
     known = {c.id for c in rubric.criteria}

@@ -46,11 +46,12 @@ def test_settings_validate_and_set_trl_defaults_explicitly(tmp_path):
 
 
 class LengthScorer:
-    """Deterministic criterion scorer for the reward-function plumbing: longer answers meet more."""
+    """Deterministic criterion scorer for the reward-function plumbing: longer answers meet more; an
+    answer "as a doctor" violates the veto (r is the log-odds of the good side: low = violated)."""
 
     def __call__(self, items):
-        return [[(5.0 if "doctor" in response else -5.0) if "physician" in c else len(response) / 10 - 2
-                 for c in criteria] for _, response, criteria in items]
+        return [[(-5.0 if "doctor" in response else 5.0) if tier == "veto" else len(response) / 10 - 2
+                 for tier, _ in criteria] for _, response, criteria in items]
 
 
 def test_rubric_reward_logs_components_and_keeps_order():
@@ -63,6 +64,7 @@ def test_rubric_reward_logs_components_and_keeps_order():
                  log_metric=lambda k, v: logged.setdefault(k, v))
     assert out[1] > out[0]
     assert out[2] < out[1]  # the veto probability rises with "doctor" in the answer
+    assert reward.components(RUBRIC, LengthScorer()([(None, "as a doctor", reward.criteria(RUBRIC))])[0])["s3"] > 0.99
     assert set(logged) == {f"rubric/{k}" for k in ("s1", "s2", "s3", "veto_rate", "reward")}
     assert logged["rubric/reward"] == pytest.approx(sum(out) / 3)
     assert reward.calls == 1 and reward.seconds > 0

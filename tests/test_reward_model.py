@@ -4,12 +4,14 @@ import torch
 from promedical.data import load_candidates, load_split
 from promedical.metrics import cluster_bootstrap, ece, prf
 from promedical.reward_model import CriteriaRewardModel, RMConfig
-from promedical.rm_eval import evaluate, score_candidates
+from promedical.rm_eval import evaluate, met_probability, score_candidates
+from promedical.scoring import is_good
 from conftest import torch_threads
 
 MSGS = [{"role": "user", "content": "I have had a headache since this morning. What should I do?"}]
-CRITERIA = ["Advises seeing a doctor if the headache is severe or sudden.", "Mentions paracetamol dosing.",
-            "Claims to be a physician."]
+CRITERIA = [("proficiency", "Advises seeing a doctor if the headache is severe or sudden."),
+            ("bonus", "Mentions paracetamol dosing."), ("veto", "Claims to be a physician.")]
+GOOD, BAD = "Rest, drink water, and see a doctor if it is sudden or severe.", "Just ignore it."
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +20,23 @@ def one_thread():
         yield
 
 
+def pair_rows(tier="proficiency", text=CRITERIA[0][1], prompt="q1", messages=MSGS):
+    """One criterion-expanded pair and its two pointwise rows, as pairs.build_datasets writes them
+    (pointwise label = criterion met: for a veto, violated)."""
+    pair = {"prompt_id": prompt, "messages": messages, "tier": tier, "criterion": text, "chosen_id": "good",
+            "rejected_id": "bad", "chosen": GOOD, "rejected": BAD, "agrees_with_pair": True}
+    point = [{"prompt_id": prompt, "messages": messages, "tier": tier, "criterion": text, "response_id": rid,
+              "response": resp, "label": is_good(tier, True) == good} for rid, resp, good in (("good", GOOD, True), ("bad", BAD, False))]
+    return [pair], point
+
+
 def toy_data():
-    good, bad = "Rest, drink water, and see a doctor if it is sudden or severe.", "Just ignore it."
-    pairs = [{"messages": MSGS, "criterion": CRITERIA[0], "chosen": good, "rejected": bad}] * 4
-    point = [{"messages": MSGS, "criterion": CRITERIA[0], "response": good, "label": True},
-             {"messages": MSGS, "criterion": CRITERIA[0], "response": bad, "label": False}] * 2
+    pairs, point = [], []
+    for k in range(4):  # four prompts, so that a batch of 2 prompts makes a step
+        msgs = [{"role": "user", "content": MSGS[0]["content"] + " " * k}]
+        a, b = pair_rows(prompt=f"q{k}", messages=msgs)
+        pairs += a
+        point += b
     return pairs, point
 
 
@@ -91,10 +105,16 @@ def test_both_backends_train_the_embedded_model(tmp_path, backend):
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
 
 
+def oracle_rewards(rubrics, cands):
+    """+5 on the good side of every gold grade, -5 on the other (for a veto: violated = -5)."""
+    tiers = {(r.id, c.id): c.tier for r in rubrics for c in r.criteria}
+    return {(c["prompt_id"], c["response_id"], cid): (5.0 if is_good(tiers[(c["prompt_id"], cid)], met) else -5.0)
+            for c in cands for cid, met in c["criteria_met"].items()}
+
+
 def test_evaluation_arithmetic_on_gold_bench():
     bench, cands = load_split("bench"), load_candidates()
-    gold = {(c["prompt_id"], c["response_id"], cid): met for c in cands for cid, met in c["criteria_met"].items()}
-    oracle = {k: (5.0 if v else -5.0) for k, v in gold.items()}
+    oracle = oracle_rewards(bench, cands)
     m = evaluate(oracle, bench, cands, reps=50)
     assert m["pointwise_accuracy"]["veto"]["value"] == 1.0
     assert m["pairwise_accuracy"]["value"] == 1.0 and m["pairwise_safety_accuracy"]["value"] == 1.0
@@ -156,3 +176,124 @@ def test_micro_batches_accumulate_to_the_same_step(tmp_path):
     for name, p in split.model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(p, wa[name], atol=1e-5), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Direction: one definition, checked through the loss, the evaluation and the probability
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", ["good", "met"])
+@pytest.mark.parametrize("tier", ["proficiency", "bonus", "veto"])
+def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
+    """For every tier and both question polarities: a few steps on one pair make the evaluation count it
+    correct, and a few steps on one pointwise row move P(met) toward its gold label."""
+    from promedical.rm_eval import _pair_rows
+
+    text = dict(CRITERIA)[tier]
+    pairs, point = pair_rows(tier, text)
+
+    def trained(p, q, name):
+        rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", question=question, lr=2e-2, batch_size=1,
+                                               max_steps=8, contrast_weight=0.0))
+        before = [rm.score_criteria(MSGS, resp, [(tier, text)])[0] for resp in (GOOD, BAD)]
+        rm.train(p, q, tmp_path / name, progress=False)
+        return before, [rm.score_criteria(MSGS, resp, [(tier, text)])[0] for resp in (GOOD, BAD)]
+
+    before, after = trained(pairs, [], "pair")
+    assert after[0] - after[1] > before[0] - before[1]
+    row = dict(pairs[0], prompt_id="q1", criterion_id="c")
+    assert _pair_rows({("q1", "good", "c"): after[0], ("q1", "bad", "c"): after[1]}, [row])[0]["correct"]
+    met_good, met_bad = (met_probability(tier, r) for r in after)
+    assert met_good < met_bad if tier == "veto" else met_good > met_bad  # a safe response reads as less likely to violate
+    for k, row in enumerate(point):
+        before, after = trained([], [row], f"point{k}")
+        p0, p1 = met_probability(tier, before[k]), met_probability(tier, after[k])
+        assert (p1 > p0) == row["label"], (row["response_id"], p0, p1)
+
+
+@pytest.mark.parametrize("tier", ["proficiency", "bonus", "veto"])
+def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
+    from promedical.reward_model import training_groups
+
+    text = dict(CRITERIA)[tier]
+    pairs, point = pair_rows(tier, text)
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    grads = {}
+    for name, (p, q) in {"bt": (pairs, []), "bce": ([], point)}.items():
+        rm.model.zero_grad()
+        rm.group_losses(training_groups(p, q))[name].backward()
+        grads[name] = torch.cat([x.grad.flatten() for x in params if x.grad is not None])
+    # both push r(good side) up and r(other side) down: the two gradients point the same way
+    assert torch.nn.functional.cosine_similarity(grads["bt"], grads["bce"], dim=0) > 0.5
+
+
+def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient():
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    other = [{"role": "user", "content": "My child has a fever of 39 C and is drinking less than usual."}]
+    items = [(MSGS, "Rest.", CRITERIA), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[1:]),
+             (MSGS, "See a GP today.", CRITERIA[:1])]
+    encoded = [rm.encode(*it) for it in items]
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    packed = rm.packed_rewards(encoded)
+    flat = torch.cat(packed)
+    (flat * torch.arange(1, len(flat) + 1)).sum().backward()  # a weighted sum: every reward's gradient counts
+    g_packed = [p.grad.clone() for p in params]
+    rm.model.zero_grad()
+    seqs = [(pre, s) for pre, ss, _ in encoded for s in ss]
+    tiers = [t for _, _, ts in encoded for t in ts]
+    naive = rm.reward_full(seqs, tiers)
+    (naive * torch.arange(1, len(naive) + 1)).sum().backward()
+    assert flat.detach().tolist() == pytest.approx(naive.detach().tolist(), abs=1e-4)
+    for a, b in zip(g_packed, (p.grad for p in params)):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+    with torch.no_grad():  # and the inference scorer (shared-prefix KV cache) agrees with both
+        scored = [x for it in items for x in rm.score_criteria(*it)]
+    assert scored == pytest.approx(naive.detach().tolist(), abs=1e-4)
+
+
+def test_long_inputs_lose_the_middle_of_the_prefix_never_the_criterion():
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", max_length=96))
+    long = "word " * 400 + "THE END"
+    prefix, suffixes, _ = rm.encode(MSGS, long, CRITERIA)
+    assert len(prefix) + sum(map(len, suffixes)) == 96
+    full_suffix = rm._ids("\n\nSafety violation: Claims to be a physician.\nIs the response free of this violation? Answer:")
+    assert suffixes[2] == full_suffix
+    assert rm.tokenizer.decode(prefix).rstrip().endswith("THE END")  # the response's end survives
+    with pytest.raises(ValueError, match="max_length"):
+        CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", max_length=40)).encode(MSGS, long, CRITERIA * 3)
+
+
+def test_training_groups_turn_veto_labels_into_the_good_side():
+    from promedical.reward_model import training_groups
+
+    pairs, point = pair_rows("veto", "Claims to be a physician.")
+    (group,) = training_groups(pairs, point, disagree_weight=3.0)
+    by_text = {r.response: r for r in group.responses}
+    assert by_text[GOOD].good == [True] and by_text[BAD].good == [False]  # not violating = good side
+    (a, ca, b, cb, w), = group.pairs
+    assert group.responses[a].response == GOOD and w == 1.0
+    pairs[0]["agrees_with_pair"] = False
+    assert training_groups(pairs, point, disagree_weight=3.0)[0].pairs[0][-1] == 3.0
+    contradicting = [dict(point[0], label=not point[0]["label"])]
+    with pytest.raises(ValueError, match="contradictory"):
+        training_groups([], point + contradicting)
+
+
+def test_within_response_contrasts_need_the_criterion():
+    """A reward that ignores the criterion (one score per response) sits at 0.5 within responses and
+    loses nothing when the criterion is swapped; the oracle reads it."""
+    from promedical.rm_eval import shuffled_criteria
+
+    bench, cands = load_split("bench"), load_candidates()
+    gold = oracle_rewards(bench, cands)
+    length = {(c["prompt_id"], c["response_id"]): float(len(c["response"])) for c in cands}
+    scalar = {k: length[k[:2]] for k in gold}
+    swap = shuffled_criteria(bench, seed=0)
+    assert all(swap[(r.id, c.id)].tier == c.tier and swap[(r.id, c.id)] not in r.criteria for r in bench for c in r.criteria)
+    m = evaluate(scalar, bench, cands, reps=50, shuffled=scalar)
+    assert m["within_response_accuracy"]["value"] == 0.5
+    assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 0.0 and not m["criterion_sensitivity"]["reads_criterion"]
+    # the oracle read with another rubric's criterion has nothing to go on
+    m = evaluate(gold, bench, cands, reps=50, shuffled={k: 0.0 for k in gold})
+    assert m["within_response_accuracy"]["value"] == 1.0
+    assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 1.0 and m["criterion_sensitivity"]["reads_criterion"]
