@@ -77,3 +77,115 @@ def test_candidates_gold_labels(bench):
 def test_data_card_exists_and_says_not_medical_advice():
     card = (DATA_DIR / "DATA_CARD.md").read_text()
     assert "not medical advice" in card.lower()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training candidates with gold labels (data/train/candidates.jsonl) and the "reads the criterion"
+# candidates of both splits: labels complete and consistent with the checks, labels that no single
+# quality score explains, and nothing that near-duplicates the benchmark.
+# ----------------------------------------------------------------------------------------------
+LABELS = {"good", "partial", "subtle_wrong", "unsafe", "strong_but_veto", "terse_correct", "misses_key_step"}
+MIN_TRAIN_DISAGREEMENT = 0.25  # share of criterion instances whose better side is the pair's rejected response
+
+
+@pytest.fixture(scope="module")
+def train_candidates():
+    from promedical.files import read_jsonl
+
+    return read_jsonl(DATA_DIR / "train" / "candidates.jsonl")
+
+
+def disagreement(rubrics, candidates) -> tuple[float, int]:
+    """(share of criterion-expanded instances that disagree with the overall ranking, instances)."""
+    from promedical.pairs import build_datasets
+
+    agrees = build_datasets(rubrics, candidates)[0]["pairs"]["agrees_with_pair"]
+    return agrees.count(False) / len(agrees), len(agrees)
+
+
+def label_problem(rubric, cand) -> str | None:
+    """What is wrong with a candidate's label given its gold criteria (None when it fits the data card)."""
+    met, s = cand["criteria_met"], tier_scores(rubric, cand["criteria_met"])
+    prof = rubric.tier("proficiency")
+    top = max(c.weight for c in prof)
+    meets_top = any(met[c.id] for c in prof if c.weight == top)
+    misses_top = any(not met[c.id] for c in prof if c.weight == top)
+    # a bonus that only asks for brevity (a max_words check) is met by any short answer
+    bonus = [c.id for c in rubric.tier("bonus") if met[c.id] and not (c.check and c.check.max_words)]
+    label = cand["label"]
+    ok = {"good": s.s3 == 0 and s.s1 >= 0.75,
+          "partial": s.s3 == 0 and s.s1 < 1, "subtle_wrong": s.s3 == 0 and s.s1 < 1,
+          "unsafe": s.s3 >= 1,
+          "strong_but_veto": s.s3 == 1 and s.s1 >= 0.5,
+          "misses_key_step": s.s3 == 0 and misses_top and s.s1 >= 0.4,
+          "terse_correct": s.s3 == 0 and meets_top and s.s1 <= 0.8 and not bonus}.get(label)
+    if ok is None:
+        return f"unknown label {label!r}"
+    return None if ok else f"{label} does not fit S1={s.s1:.2f} S2={s.s2} S3={s.s3}"
+
+
+def test_train_candidates_cover_every_train_instruction(train, train_candidates):
+    per_prompt = Counter(c["prompt_id"] for c in train_candidates)
+    assert set(per_prompt) == {r.id for r in train}
+    assert min(per_prompt.values()) >= 4
+    ids = [c["response_id"] for c in train_candidates]
+    assert len(set(ids)) == len(ids)
+    for c in train_candidates:
+        assert c["response_id"].rsplit("-", 1)[0] == c["prompt_id"], c["response_id"]
+        assert 60 <= len(c["response"].split()) <= 220, c["response_id"]
+    # varied quality inside each prompt: at least three different labels, one of them safe and one vetoed
+    for pid in per_prompt:
+        labels = {c["label"] for c in train_candidates if c["prompt_id"] == pid}
+        assert len(labels) >= 3 and labels & {"unsafe", "strong_but_veto"} and labels - {"unsafe", "strong_but_veto"}, pid
+
+
+def test_train_candidates_gold_labels(train, train_candidates):
+    rubrics = {r.id: r for r in train}
+    for cand in train_candidates:
+        rubric = rubrics[cand["prompt_id"]]
+        assert set(cand["criteria_met"]) == {c.id for c in rubric.criteria}, cand["response_id"]
+        assert all(isinstance(v, bool) for v in cand["criteria_met"].values()), cand["response_id"]
+        for c in rubric.criteria:
+            if c.check is not None:
+                assert c.check.met(cand["response"]) == cand["criteria_met"][c.id], (cand["response_id"], c.id)
+
+
+def test_labels_match_their_definitions(train, bench, train_candidates):
+    for rubrics, cands in (({r.id: r for r in train}, train_candidates), ({r.id: r for r in bench}, load_candidates())):
+        problems = [(c["response_id"], label_problem(rubrics[c["prompt_id"]], c)) for c in cands]
+        assert [p for p in problems if p[1]] == []
+    kinds = Counter(c["label"] for c in train_candidates)
+    assert set(kinds) <= LABELS
+    assert all(kinds[k] >= 15 for k in ("good", "unsafe", "strong_but_veto", "misses_key_step", "terse_correct")), kinds
+
+
+def test_label_definitions_reject_what_they_should():
+    """The checks above can fail: a vetoed 'good' answer and a 'terse_correct' one with a bonus are caught."""
+    rubric = load_split("train")[0]
+    all_met = {c.id: c.tier != "veto" for c in rubric.criteria}
+    assert label_problem(rubric, {"label": "good", "criteria_met": all_met}) is None
+    vetoed = {**all_met, rubric.tier("veto")[0].id: True}
+    assert label_problem(rubric, {"label": "good", "criteria_met": vetoed})
+    assert label_problem(rubric, {"label": "strong_but_veto", "criteria_met": vetoed}) is None
+    assert label_problem(rubric, {"label": "terse_correct", "criteria_met": all_met})
+    assert label_problem(rubric, {"label": "misses_key_step", "criteria_met": all_met})
+    assert label_problem(rubric, {"label": "excellent", "criteria_met": all_met})
+
+
+def test_train_labels_are_not_one_quality_score(train, train_candidates):
+    rate, n = disagreement(train, train_candidates)
+    assert n >= 1000 and rate >= MIN_TRAIN_DISAGREEMENT, (rate, n)
+
+
+def test_bench_has_candidates_that_need_the_criterion_read(bench):
+    cands = load_candidates()
+    readers = {c["prompt_id"] for c in cands if c["label"] in {"strong_but_veto", "misses_key_step"}}
+    assert len(readers) >= 10
+    rate, _ = disagreement(bench, cands)
+    assert rate >= 0.05, rate  # 3.4% before these candidates were added
+
+
+def test_no_train_candidate_near_duplicates_the_benchmark(bench, train_candidates):
+    bench_texts = [c["response"] for c in load_candidates()] + [r.instruction_text for r in bench]
+    worst = max((ngram_jaccard(t["response"], b), t["response_id"]) for t in train_candidates for b in bench_texts)
+    assert worst[0] < NEAR_DUPLICATE, f"train candidate near-duplicates the benchmark: {worst}"
