@@ -28,7 +28,7 @@ from promedical.data import DATA_DIR, load_candidates, load_split
 from promedical.files import read_jsonl
 from promedical.pairs import build_datasets
 from promedical.reward_model import QUESTION_KINDS, CriteriaRewardModel, RMConfig
-from promedical.rm_eval import compare, evaluate, score_candidates, shuffled_criteria
+from promedical.rm_eval import compare, evaluate, score_with_substitutes, shuffled_criteria
 
 
 def fmt(m: dict) -> str:
@@ -107,8 +107,7 @@ def main() -> None:
 
     def measure() -> tuple[dict, dict]:
         t0 = time.perf_counter()
-        own = score_candidates(rm.score_batch, eval_rubrics, eval_cands, progress=False)
-        shuffled = score_candidates(rm.score_batch, eval_rubrics, eval_cands, progress=False, substitute=swap)
+        own, shuffled = score_with_substitutes(rm.score_batch, eval_rubrics, eval_cands, swap, progress=False)
         m = evaluate(own, eval_rubrics, eval_cands, reps=args.reps, seed=args.seed, shuffled=shuffled)
         m["eval_seconds"] = round(time.perf_counter() - t0, 1)
         return own, m

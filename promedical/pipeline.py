@@ -118,7 +118,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
     from .pairs import build_datasets, save_datasets
     from .reward_model import CriteriaRewardModel, RMConfig
-    from .rm_eval import compare, evaluate, score_candidates, shuffled_criteria
+    from .rm_eval import compare, evaluate, score_with_substitutes, shuffled_criteria
 
     if labels not in LABEL_SOURCES:
         raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
@@ -177,8 +177,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     swap = shuffled_criteria(eval_rubrics, seed=seed)
 
     def measure():  # own and shuffled criteria (does the model read the criterion?)
-        own = score_candidates(rm.score_batch, bench, gold, progress=progress)
-        shuffled = score_candidates(rm.score_batch, bench, gold, progress=progress, substitute=swap)
+        own, shuffled = score_with_substitutes(rm.score_batch, bench, gold, swap, progress=progress)
         return own, evaluate(own, bench, gold, shuffled=shuffled)
 
     base_rewards, base = measure()  # LoRA at init = base model

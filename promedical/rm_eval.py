@@ -39,26 +39,36 @@ def met_probability(tier: str, r: float) -> float:
 
 
 def score_candidates(scorer: BatchScorer, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
-                     batch_size: int = 4, progress: bool = True,
-                     substitute: Mapping[tuple[str, str], Criterion] | None = None) -> Rewards:
-    """Reward for every (prompt, response, criterion); one scorer call per batch of responses.
-    ``substitute``: {(prompt_id, criterion_id): criterion to read instead} (the criterion-sensitivity check)."""
+                     batch_size: int = 4, progress: bool = True) -> Rewards:
+    """Reward for every (prompt, response, criterion); one scorer call per batch of responses."""
+    return score_with_substitutes(scorer, rubrics, candidates, {}, batch_size=batch_size, progress=progress)[0]
+
+
+def score_with_substitutes(scorer: BatchScorer, rubrics: Sequence[Rubric], candidates: Sequence[dict],
+                           substitute: Mapping[tuple[str, str], Criterion], *, batch_size: int = 4,
+                           progress: bool = True) -> tuple[Rewards, Rewards]:
+    """(own rewards, rewards with ``substitute`` = {(prompt_id, criterion_id): criterion read instead}),
+    both from the same scorer calls: the substitutes ride on each response's shared prefix."""
     from tqdm.auto import tqdm
 
     by_id = {r.id: r for r in rubrics}
-    sub = substitute or {}
-    out = {}
+    own, other = {}, {}
     bar = tqdm(total=len(candidates), desc="scoring", disable=not progress)
     for start in range(0, len(candidates), batch_size):
         chunk = candidates[start:start + batch_size]
-        items = [(by_id[c["prompt_id"]].messages, c["response"],
-                  [sub.get((c["prompt_id"], x.id), x) for x in by_id[c["prompt_id"]].criteria]) for c in chunk]
-        for cand, rewards in zip(chunk, scorer(items)):
-            for c, r in zip(by_id[cand["prompt_id"]].criteria, rewards):
-                out[(cand["prompt_id"], cand["response_id"], c.id)] = r
+        items, keys = [], []
+        for c in chunk:
+            crits = by_id[c["prompt_id"]].criteria
+            subs = [x for x in crits if (c["prompt_id"], x.id) in substitute]
+            items.append((by_id[c["prompt_id"]].messages, c["response"],
+                          list(crits) + [substitute[(c["prompt_id"], x.id)] for x in subs]))
+            keys.append([(own, x.id) for x in crits] + [(other, x.id) for x in subs])
+        for cand, key, rewards in zip(chunk, keys, scorer(items)):
+            for (target, cid), r in zip(key, rewards):
+                target[(cand["prompt_id"], cand["response_id"], cid)] = r
         bar.update(len(chunk))
     bar.close()
-    return out
+    return own, other
 
 
 def shuffled_criteria(rubrics: Sequence[Rubric], seed: int = 0) -> dict[tuple[str, str], Criterion]:
