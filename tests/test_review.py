@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from promedical.review import ReviewSession, apply_policy, apply_reviews, cohens_kappa, review_analytics
+from promedical.review import (ReviewSession, apply_policy, apply_reviews, autosave_name, cohens_kappa,
+                               review_analytics)
 from promedical.rubric import Rubric, RubricError
 from promedical.store import RubricStore
 
@@ -88,7 +89,7 @@ def test_renormalise_rescales_s1_to_exactly_one(store):
 
 
 def test_invalid_edit_shows_problems_and_save_writes_nothing(store):
-    before = store.log.read_bytes()
+    before = store.revisions()
     s = ReviewSession(store, "r1", "dr_li")
     s.edit("p1", "weight", -0.2)
     s.edit("p2", "text", "   ")
@@ -98,7 +99,7 @@ def test_invalid_edit_shows_problems_and_save_writes_nothing(store):
     with pytest.raises(RubricError) as err:
         s.save("approved")
     assert "criteria[p1].weight" in str(err.value)
-    assert store.log.read_bytes() == before and len(store.history("r1")) == 1
+    assert store.revisions() == before and len(store.history("r1")) == 1
     s.reject("p1")
     s.reject("p2")
     s.reject("p3")
@@ -112,7 +113,7 @@ def test_autosave_survives_a_crash(store):
     s.edit("p2", "text", "Advises seeing a GP within two weeks, sooner if coughing blood.")
     s.reject("b1")
     s.comment = "half-typed critique"
-    path = store.root / "autosave" / "r1.dr_li.json"
+    path = store.root / "autosave" / autosave_name("r1", "dr_li")
     assert path.exists() and json.loads(path.read_text())["comment"] == "half-typed critique"
     del s  # the kernel dies: nothing is saved to the store
     assert len(store.history("r1")) == 1
@@ -187,7 +188,7 @@ def test_apply_reviews_reports_every_problem_and_applies_nothing(store, tmp_path
         {"rubric_id": "r4", "reviewer": "dr_li", "decision": "approve", "remove": ["p1", "p2", "p3"]},
         {"rubric_id": "r4", "reviewer": "dr_li", "decision": "approve", "add": [{"tier": "S4", "text": ""}]},
     ])
-    before = store.log.read_bytes()
+    before = store.revisions()
     with pytest.raises(ValueError) as err:
         apply_reviews(store, path)
     msg = str(err.value)
@@ -199,7 +200,7 @@ def test_apply_reviews_reports_every_problem_and_applies_nothing(store, tmp_path
                      f"{path}:7: add[0].tier: unknown tier 'S4'", f"{path}:7: add[0].text: missing or empty"]:
         assert expected in msg, expected
     assert f"{path}:1:" not in msg
-    assert store.log.read_bytes() == before
+    assert store.revisions() == before
 
 
 def test_apply_reviews_empty_file(store, tmp_path):

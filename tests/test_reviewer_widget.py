@@ -3,6 +3,7 @@ import json
 import ipywidgets as W
 import pytest
 
+from promedical.review import autosave_name
 from promedical.rubric import Rubric
 from promedical.store import RubricStore
 from widgets import RubricReviewer
@@ -68,7 +69,7 @@ def test_edit_and_approve_writes_a_revision_and_moves_on(store):
 
 def test_bad_weight_is_shown_before_save_and_save_refuses(store):
     app = RubricReviewer(store, "dr_li")
-    before = store.log.read_bytes()
+    before = store.revisions()
     assert "valid" in one(app, "pm-problems").value
     app.rows["p1"].weight.value = -0.5
     problems = one(app, "pm-problems").value
@@ -77,7 +78,7 @@ def test_bad_weight_is_shown_before_save_and_save_refuses(store):
     assert app.rows["p2"].problems.value == ""
     one(app, "pm-save").click()
     assert "not saved" in one(app, "pm-status").value
-    assert store.log.read_bytes() == before and app.session.rubric_id == "r1"
+    assert store.revisions() == before and app.session.rubric_id == "r1"
 
 
 def test_renormalised_weights_are_visible(store):
@@ -126,7 +127,7 @@ def test_reject_add_retier_and_save_through_the_widget(store):
     assert {c.id for c in rev.rubric.tier("proficiency")} == {"p1", "p2", "b1"}
     assert rev.rubric.criteria[-1].dimension == "Safety Veto · Harmful Advice"
     assert app.session.rubric_id == "r1"  # Save keeps the rubric open
-    assert not (store.root / "autosave" / "r1.dr_li.json").exists()
+    assert not (store.root / "autosave" / autosave_name("r1", "dr_li")).exists()
 
 
 def test_reject_rubric_moves_on_and_progress_counts_it(store):
@@ -163,7 +164,7 @@ def test_opening_without_edits_writes_nothing(store):
     one(app, "pm-comment").value = "a critique of r1"
     one(app, "pm-next").click()  # showing r2's (empty) comment must not autosave r2
     assert app.session.rubric_id == "r2"
-    assert [p.name for p in (store.root / "autosave").iterdir()] == ["r1.dr_li.json"]
+    assert [p.name for p in (store.root / "autosave").iterdir()] == [autosave_name("r1", "dr_li")]
 
 
 def test_reviewer_name_and_display(store):
