@@ -184,3 +184,55 @@ def test_reviewer_name_and_display(store):
     with pytest.raises(ValueError):
         RubricReviewer(store, "dr_li", rubric_ids=["missing"])
     json.dumps(view)
+
+
+def test_a_keystroke_reads_nothing_from_the_store(store):
+    app = RubricReviewer(store, "dr_li")
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    try:
+        for n in range(1, 6):  # typing, one character at a time
+            app.rows["p1"].text.value = "Asks about coughing blood"[: 20 + n]
+        one(app, "pm-comment").value = "sharper"
+        app.rows["p2"].weight.value = 0.4
+    finally:
+        store._db().set_trace_callback(None)
+    assert statements == []
+    assert "Asks about coughing blood" in one(app, "pm-diff").value  # rendered from the in-memory base
+
+
+def test_two_reviewers_on_one_rubric_never_undo_each_other_silently(store):
+    li = RubricReviewer(store, "dr_li")
+    ng = RubricReviewer(store, "dr_ng")
+    li.rows["p1"].text.value = "Asks about coughing blood."
+    one(li, "pm-save").click()
+    ng.rows["p2"].text.value = "Advises seeing a GP within two weeks."
+    one(ng, "pm-comment").value = "be specific"
+    one(ng, "pm-approve").click()
+    status = one(ng, "pm-status").value
+    assert "not saved: stale revision" in status and "was saved by dr_li" in status and "#b00" in status
+    assert [h.author for h in store.history("r1")] == ["generator", "dr_li"]
+    assert ng.session.rubric_id == "r1"  # stays on the rubric, with the typed text
+    assert ng.rows["p2"].text.value == "Advises seeing a GP within two weeks." and one(ng, "pm-comment").value == "be specific"
+    assert "dr_li" in one(ng, "pm-history").value and "revision 2 is newer" in one(ng, "pm-position").value
+    rebase = one(ng, "pm-rebase")
+    assert rebase.layout.display != "none" and one(li, "pm-rebase").layout.display == "none"
+    rebase.click()
+    assert "now apply on revision 2" in one(ng, "pm-status").value and rebase.layout.display == "none"
+    assert "Asks about coughing blood." in one(ng, "pm-diff").value  # saving would undo li's edit: shown
+    ng.rows["p1"].text.value = "Asks about coughing blood."  # keep it
+    one(ng, "pm-approve").click()
+    last = store.latest("r1")
+    assert (last.revision, last.author, last.status) == (3, "dr_ng", "approved")
+    assert [c.text for c in last.rubric.criteria[:2]] == ["Asks about coughing blood.", "Advises seeing a GP within two weeks."]
+
+
+def test_a_restored_stale_autosave_says_so(store):
+    ng = RubricReviewer(store, "dr_ng")
+    ng.rows["p2"].text.value = "Advises seeing a GP."
+    li = RubricReviewer(store, "dr_li")
+    one(li, "pm-approve").click()
+    again = RubricReviewer(store, "dr_ng", rubric_ids=["r1"])
+    status = one(again, "pm-status").value
+    assert "restored unsaved edits (started from revision 1)" in status
+    assert "revision 2 was saved since by dr_li" in status and one(again, "pm-rebase").layout.display != "none"

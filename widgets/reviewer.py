@@ -272,7 +272,7 @@ class RubricReviewer:
             self.progress.value = f"{self.reviewed()} / {len(self.ids)} reviewed"
             self.history.value = table(["revision", "author", "time", "status", "reason"],
                                        [[h.revision, h.author, h.timestamp, h.status, h.reason] for h in s.history()])
-            self.rebase_button.layout.display = "" if s.stale else "none"
+            self.rebase_button.layout.display = None if s.stale else "none"
         r = s.rubric
         meta = " · ".join(esc(r[k]) for k in ("category", "specialty") if r.get(k))
         self.position.value = (f"rubric {self.index + 1} of {len(self.ids)}: <b>{esc(s.rubric_id)}</b> "
