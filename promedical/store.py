@@ -168,6 +168,9 @@ def diff_rubrics(old: Rubric | None, new: Rubric) -> list[dict]:
     return changes
 
 
+_INHERITED: list = []  # connections a forked child inherited from its parent
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -201,12 +204,17 @@ class RubricStore:
 
     # -- connection --------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own connection
+        if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:  # inherited through fork: never used nor closed here (SQLite's rule)
+                _INHERITED.append(self._conn)
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror or exc})") from None
         legacy = self.root / LEGACY_LOG
         if not self.path.exists() and legacy.exists():
             with locked(self.path):

@@ -129,6 +129,9 @@ def test_not_a_store_is_one_clear_error(tmp_path):
     (tmp_path / "dir" / "revisions.sqlite").mkdir(parents=True)
     with pytest.raises(StoreError, match="not a regular file"):
         RubricStore(tmp_path / "dir").ids()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the store folder"):
+        RubricStore(tmp_path / "file" / "rubrics").ids()
 
 
 def legacy_record(rid, revision, text, author="gen", status="draft"):
