@@ -125,6 +125,9 @@ class StaleRevisionError(StoreError):
                  if kept else " Re-read the latest revision and apply your change to it.")
         super().__init__(text)
 
+    def __reduce__(self):  # survives pickling (multiprocessing hands exceptions between processes)
+        return type(self), (self.rubric_id, self.base_revision, self.current, self.kept)
+
 
 @dataclass(frozen=True)
 class Revision:
@@ -415,8 +418,12 @@ class RubricStore:
         """Rubric id -> latest status (of ``ids`` when given; unknown ids are left out)."""
         if ids is None:
             return dict(self._read("SELECT rubric_id, status FROM latest ORDER BY first_seq"))
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) > 20 * SQL_VARIABLES:  # a large queue: one pass over the index is cheaper
+            every = self.statuses()
+            return {rid: every[rid] for rid in wanted if rid in every}
         out: dict[str, str] = {}
-        for part in _chunks(list(dict.fromkeys(ids)), SQL_VARIABLES):
+        for part in _chunks(wanted, SQL_VARIABLES):
             marks = ",".join("?" * len(part))
             out.update(self._read(f"SELECT rubric_id, status FROM latest WHERE rubric_id IN ({marks})", part))
         return out

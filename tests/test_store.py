@@ -1,5 +1,6 @@
 import json
 import multiprocessing
+import pickle
 import sqlite3
 import warnings
 
@@ -73,6 +74,8 @@ def test_a_save_based_on_a_stale_revision_is_refused_and_writes_nothing(tmp_path
     with pytest.raises(StaleRevisionError, match="holds no rubric 'zz'"):
         store.save(Rubric.from_dict(make_rubric("zz")), author="gen", base_revision=3)
     assert store.revisions() == before
+    copy = pickle.loads(pickle.dumps(e))  # crosses process boundaries intact
+    assert str(copy) == msg and copy.current == e.current
     assert store.save(edited(r, "Asks about night sweats."), author="dr_ng", base_revision=2).revision == 3
 
 
