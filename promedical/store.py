@@ -220,6 +220,8 @@ class RubricStore:
             raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror or exc})") from None
         legacy = self.root / LEGACY_LOG
         if not self.path.exists() and legacy.exists():
+            if not legacy.is_file():
+                raise StoreError(f"{legacy}: not a regular file, cannot migrate it")
             with locked(self.path):
                 if not self.path.exists():
                     self._migrate(legacy)

@@ -1,5 +1,6 @@
 import json
 import multiprocessing
+import os
 import pickle
 import sqlite3
 import warnings
@@ -132,6 +133,11 @@ def test_not_a_store_is_one_clear_error(tmp_path):
     (tmp_path / "dir" / "revisions.sqlite").mkdir(parents=True)
     with pytest.raises(StoreError, match="not a regular file"):
         RubricStore(tmp_path / "dir").ids()
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "fifo").mkdir()
+    (tmp_path / "fifo" / "revisions.jsonl").symlink_to(tmp_path / "fifo.jsonl")
+    with pytest.raises(StoreError, match="not a regular file, cannot migrate it"):
+        RubricStore(tmp_path / "fifo").ids()
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot create the store folder"):
         RubricStore(tmp_path / "file" / "rubrics").ids()
