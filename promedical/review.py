@@ -1,9 +1,16 @@
 """Clinician review of rubrics: one code path for the reviewer widget and for batch (papermill) runs.
 
-A :class:`ReviewSession` holds a reviewer's working copy of one rubric. Every change is autosaved
-atomically to ``store.root/autosave/RUBRIC.REVIEWER.json`` (restored by the next session, deleted by
-a successful save), so nothing typed is lost if the kernel dies. Saving appends a revision to the
-:class:`~promedical.store.RubricStore` with ``action="review"`` and the comment as the reason.
+A :class:`ReviewSession` holds a reviewer's working copy of one rubric, based on one stored revision.
+Every change is autosaved atomically to ``store.root/autosave/`` (restored by the next session of the
+same reviewer on the same rubric, deleted by a successful save), so nothing typed is lost if the
+kernel dies. An autosave's name is injective in (rubric id, reviewer) — a readable ASCII prefix plus
+a SHA-256 of both — and the file holds both, checked on restore: ids ``a/b`` and ``a_b`` never share
+one. Saving appends a revision to the :class:`~promedical.store.RubricStore` with
+``action="review"``, the comment as the reason and the session's base revision: when another
+reviewer saved the rubric in between, the save is refused (:class:`~promedical.store.StaleRevisionError`)
+and the working copy and its autosave stay; :meth:`ReviewSession.rebase` puts the edits on top of the
+latest revision (the diff then shows what they would change in it) and the next save goes through.
+A session reads the store when it opens, saves, rebases or discards — never on an edit.
 
 Weights: the working copy keeps the weights as typed (any positive numbers); what is validated,
 diffed and saved is the *result*: rejected criteria removed and S1 weights rescaled to sum to 1.
@@ -11,6 +18,7 @@ diffed and saved is the *result*: rejected criteria removed and S1 weights resca
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import re
@@ -20,7 +28,7 @@ from pathlib import Path
 
 from .files import write_json
 from .rubric import TIERS, Check, Criterion, Problem, Rubric, RubricError, iter_jsonl, rubric_problems
-from .store import RubricStore, diff_rubrics
+from .store import Revision, RubricStore, StaleRevisionError, diff_rubrics
 
 EDIT_FIELDS = ("text", "tier", "dimension", "weight", "adheres", "violates")
 SAVE_STATUSES = ("in_review", "approved", "rejected")
@@ -32,7 +40,21 @@ CRITERION_INDEX = re.compile(r"^criteria\[(\d+)\]")
 
 
 def _safe(name: str) -> str:
+    """The name format of the first autosaves (not injective: ``a/b`` and ``a_b`` both give ``a_b``)."""
     return re.sub(r"[^\w.-]", "_", name)
+
+
+def autosave_name(rubric_id: str, reviewer: str) -> str:
+    """File name of one reviewer's autosave of one rubric: injective in (rubric_id, reviewer).
+
+    A short ASCII prefix for people browsing the folder, then 32 hex digits of the SHA-256 of the
+    JSON pair — the hash, not the prefix, tells autosaves apart. Bounded length, no path separator.
+    """
+    def readable(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", s).lstrip(".")[:40] or "_"
+
+    digest = hashlib.sha256(json.dumps([rubric_id, reviewer], ensure_ascii=True).encode()).hexdigest()[:32]
+    return f"{readable(rubric_id)}.{readable(reviewer)}.{digest}.json"
 
 
 def _valid_weight(w) -> bool:
@@ -65,29 +87,46 @@ class ReviewSession:
     """A reviewer's working copy of one rubric (restored from its autosave when there is one)."""
 
     def __init__(self, store: RubricStore, rubric_id: str, reviewer: str, *, autosave: bool = True,
-                 resume: bool = True):
+                 resume: bool = True, revision: Revision | None = None):
         if not isinstance(reviewer, str) or not reviewer.strip():
             raise ValueError("reviewer must be a non-empty name")
-        current = store.current()
-        if rubric_id not in current:
-            raise KeyError(f"unknown rubric {rubric_id!r} (not in {store.log})")
+        latest = revision if revision is not None else store.latest(rubric_id)
+        if latest is None:
+            raise KeyError(f"unknown rubric {rubric_id!r} (not in {store.path})")
         self.store, self.rubric_id, self.reviewer = store, rubric_id, reviewer.strip()
         self.autosave_enabled = autosave
         self.restored = False
-        self._start(current[rubric_id])
-        if resume and self.autosave_path.exists():
+        self.latest = latest  # the latest stored revision as last read (open, save, refusal, rebase)
+        self._start(latest)
+        if resume:
             self._restore()
 
     # -- state -----------------------------------------------------------------------------------
-    def _start(self, revision) -> None:
-        self.base_revision = revision.revision
-        self.stored_status = revision.status
+    def _start(self, revision: Revision) -> None:
+        self.base = revision  # the stored revision the working copy was made from
         self.rubric = revision.rubric.to_dict()
         self.decisions: dict[str, str] = {}
         self._comment = ""
 
     @property
+    def base_revision(self) -> int:
+        return self.base.revision
+
+    @property
+    def stored_status(self) -> str:
+        return self.base.status
+
+    @property
+    def stale(self) -> bool:
+        """True when the store held a newer revision than the base at the last read."""
+        return self.latest.revision != self.base.revision
+
+    @property
     def autosave_path(self) -> Path:
+        return self.store.root / "autosave" / autosave_name(self.rubric_id, self.reviewer)
+
+    @property
+    def _legacy_autosave_path(self) -> Path:
         return self.store.root / "autosave" / f"{_safe(self.rubric_id)}.{_safe(self.reviewer)}.json"
 
     def state(self) -> dict:
@@ -99,15 +138,41 @@ class ReviewSession:
             write_json(self.autosave_path, self.state())
 
     def _restore(self) -> None:
+        path = self.autosave_path
+        if not path.exists():
+            legacy = self._legacy_autosave_path  # written before autosave names were injective
+            if not legacy.exists():
+                return
+            path = legacy
         try:
-            state = json.loads(self.autosave_path.read_text(encoding="utf-8"))
+            state = json.loads(path.read_text(encoding="utf-8"))
+            owner = (state["rubric_id"], state["reviewer"])
             rubric, decisions, comment = state["rubric"], dict(state["decisions"]), str(state["comment"])
             base = int(state["base_revision"])
+            if not isinstance(rubric, dict) or not isinstance(rubric.get("criteria"), list):
+                raise ValueError("no rubric with a list of criteria")
+            if rubric.get("id") != owner[0]:
+                raise ValueError(f"its rubric has id {rubric.get('id')!r}, the autosave is for {owner[0]!r}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"{self.autosave_path}: unreadable autosave ignored ({exc})")
+            warnings.warn(f"{path}: unreadable autosave ignored ({exc})")
             return
-        self.rubric, self.decisions, self._comment, self.base_revision = rubric, decisions, comment, base
+        if owner != (self.rubric_id, self.reviewer):
+            if path == self.autosave_path:  # a hash collision or a hand-copied file: say so
+                warnings.warn(f"{path}: autosave of rubric {owner[0]!r} by {owner[1]!r}, not of rubric "
+                              f"{self.rubric_id!r} by {self.reviewer!r}: ignored")
+            return
+        if base != self.base.revision:
+            stored = self.store.get(self.rubric_id, base)
+            if stored is None:
+                warnings.warn(f"{path}: autosave based on revision {base}, which rubric "
+                              f"{self.rubric_id!r} does not have: ignored")
+                return
+            self.base = stored
+        self.rubric, self.decisions, self._comment = rubric, decisions, comment
         self.restored = True
+        if path != self.autosave_path:  # move a legacy autosave to its injective name
+            self._autosave()
+            path.unlink(missing_ok=True)
 
     @classmethod
     def resume(cls, store: RubricStore, rubric_id: str, reviewer: str) -> "ReviewSession | None":
@@ -116,10 +181,26 @@ class ReviewSession:
         return s if s.restored else None
 
     def discard(self) -> None:
-        """Drop the unsaved edits (and the autosave) and start again from the stored revision."""
+        """Drop the unsaved edits (and the autosave) and start again from the latest stored revision."""
         self.autosave_path.unlink(missing_ok=True)
-        self._start(self.store.current()[self.rubric_id])
+        self.latest = self.store.latest(self.rubric_id)
+        self._start(self.latest)
         self.restored = False
+
+    def refresh(self) -> Revision:
+        """Re-read the latest stored revision (one indexed read); the working copy is not touched."""
+        self.latest = self.store.latest(self.rubric_id)
+        return self.latest
+
+    def rebase(self) -> None:
+        """Base the working copy on the latest stored revision, keeping every edit, decision and comment.
+
+        After a refused (stale) save: the diff then shows what the edits change in the latest
+        revision — including anything of the other reviewer's they would undo — and save() is accepted.
+        """
+        self.refresh()
+        self.base = self.latest
+        self._autosave()
 
     @property
     def comment(self) -> str:
@@ -246,23 +327,38 @@ class ReviewSession:
         return [CRITERION_INDEX.sub(name, p) + f": {msg}" for p, msg in rubric_problems(res)]
 
     def diff(self) -> list[dict]:
-        """Changes of the result against the latest stored revision (store.diff_rubrics)."""
-        return diff_rubrics(self.store.current()[self.rubric_id].rubric, loose_rubric(self.result()))
+        """Changes of the result against the base revision (store.diff_rubrics); reads nothing."""
+        return diff_rubrics(self.base.rubric, loose_rubric(self.result()))
 
     def history(self):
         return self.store.history(self.rubric_id)
 
     def save(self, status: str = "in_review"):
-        """Append the result as a revision; raises RubricError (nothing written) if invalid."""
+        """Append the result as a revision based on ``base_revision``.
+
+        Raises RubricError (nothing written) if invalid, StaleRevisionError (nothing written; the
+        working copy and its autosave are kept) when another save came after the base revision.
+        """
         if status not in SAVE_STATUSES:
             raise ValueError(f"status must be one of {SAVE_STATUSES}, got {status!r}")
         problems = self.problems()
+        if self.rubric.get("id") != self.rubric_id:
+            problems.append(f"id: the working copy's id {self.rubric.get('id')!r} is not the rubric under review")
         if problems:
             raise RubricError([Problem(f"<review {self.rubric_id}>", 0, *p.split(": ", 1)) for p in problems])
-        rev = self.store.save(Rubric.from_dict(self.result()), author=self.reviewer, action="review",
-                              status=status, reason=self._comment)
+        try:
+            rev = self.store.save(Rubric.from_dict(self.result()), author=self.reviewer, action="review",
+                                  status=status, reason=self._comment, base_revision=self.base_revision)
+        except StaleRevisionError as exc:
+            self.latest = exc.current if exc.current is not None else self.latest
+            kept = None
+            if self.autosave_enabled:
+                self._autosave()  # even a session with no edit since opening keeps its text on disk
+                kept = str(self.autosave_path)
+            raise StaleRevisionError(exc.rubric_id, exc.base_revision, exc.current, kept=kept) from None
         if self.autosave_enabled:
             self.autosave_path.unlink(missing_ok=True)
+        self.latest = rev
         self._start(rev)
         self.restored = False
         return rev
@@ -340,18 +436,29 @@ def _apply_record(session: ReviewSession, rec: dict) -> None:
     session.comment = rec.get("comment", "")
 
 
-def _session_on(store: RubricStore, rubric: dict, reviewer: str, rubric_id: str) -> ReviewSession:
-    s = ReviewSession(store, rubric_id, reviewer, autosave=False, resume=False)
+def _session_on(store: RubricStore, base: Revision, reviewer: str, rubric: dict) -> ReviewSession:
+    s = ReviewSession(store, base.rubric_id, reviewer, autosave=False, resume=False, revision=base)
     s.rubric = copy.deepcopy(rubric)
     return s
 
 
 def apply_reviews(store: RubricStore, reviews_path: str | Path) -> dict:
-    """Apply a JSONL of review records; raises RubricError (nothing applied) listing every problem."""
+    """Apply a JSONL of review records; raises RubricError (nothing applied) listing every problem.
+
+    Only the rubrics the file names are read. Every record is tried on an in-memory copy first
+    (records for one rubric apply in file order); then all revisions are saved in ONE transaction,
+    each based on the revision the dry run started from: if another reviewer saved one of these
+    rubrics in between, StaleRevisionError is raised and nothing at all is written.
+    """
     name = str(reviews_path)
-    known = {rid: rev.rubric.to_dict() for rid, rev in store.current().items()}
-    records, problems = [], []
-    for line, rec, err in iter_jsonl(reviews_path):
+    lines = list(iter_jsonl(reviews_path))
+    wanted = [rec["rubric_id"] for _, rec, err in lines
+              if err is None and isinstance(rec, dict) and isinstance(rec.get("rubric_id"), str)]
+    bases = store.current(wanted)
+    known = {rid: rev.rubric.to_dict() for rid, rev in bases.items()}
+    number = {rid: rev.revision for rid, rev in bases.items()}
+    items, problems = [], []
+    for line, rec, err in lines:
         if err:
             problems.append(Problem(name, line, "<line>", err))
             continue
@@ -359,8 +466,8 @@ def apply_reviews(store: RubricStore, reviews_path: str | Path) -> dict:
         problems += [Problem(name, line, p, m) for p, m in found]
         if found:
             continue
-        # dry run on an in-memory copy (records for one rubric apply in file order)
-        s = _session_on(store, known[rec["rubric_id"]], rec["reviewer"], rec["rubric_id"])
+        rid = rec["rubric_id"]
+        s = _session_on(store, bases[rid], rec["reviewer"], known[rid])
         try:
             _apply_record(s, rec)
         except KeyError as exc:
@@ -368,18 +475,18 @@ def apply_reviews(store: RubricStore, reviews_path: str | Path) -> dict:
             continue
         res_problems = s.problems()
         problems += [Problem(name, line, *p.split(": ", 1)) for p in res_problems]
-        if not res_problems:
-            known[rec["rubric_id"]] = s.result()
-        records.append((line, rec))
-    if not records and not problems:
+        if res_problems:
+            continue
+        known[rid] = s.result()
+        items.append({"rubric": Rubric.from_dict(known[rid]), "author": s.reviewer, "action": "review",
+                      "status": DECISIONS[rec["decision"]], "reason": s.comment, "base_revision": number[rid]})
+        number[rid] += 1
+    if not lines and not problems:
         problems.append(Problem(name, 0, "<file>", "file is empty (no review records)"))
     if problems:
         raise RubricError(problems)
     summary = {"applied": 0, "approved": 0, "rejected": 0, "in_review": 0, "revisions": []}
-    for _, rec in records:
-        s = ReviewSession(store, rec["rubric_id"], rec["reviewer"], autosave=False, resume=False)
-        _apply_record(s, rec)
-        rev = s.save(DECISIONS[rec["decision"]])
+    for rev in store.save_many(items):
         summary["applied"] += 1
         summary[rev.status] += 1
         summary["revisions"].append({"rubric_id": rev.rubric_id, "revision": rev.revision,
@@ -406,15 +513,21 @@ def apply_policy(store: RubricStore, policy: str, reviewer: str) -> dict:
     """Unattended review of every draft. ``approve-valid``: approve valid drafts, reject the rest."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    summary = {"policy": policy, "approved": [], "rejected": {}, "skipped": 0}
-    for rid, rev in store.current().items():
-        if rev.status != "draft":
+    drafts = store.ids(status="draft")
+    summary = {"policy": policy, "approved": [], "rejected": {}, "skipped": len(store) - len(drafts)}
+    for rid in drafts:
+        rev = store.latest(rid)
+        if rev.status != "draft":  # another reviewer got there first
             summary["skipped"] += 1
             continue
         problems = draft_problems(rev.rubric.to_dict())
-        s = ReviewSession(store, rid, reviewer, autosave=False, resume=False)
+        s = ReviewSession(store, rid, reviewer, autosave=False, resume=False, revision=rev)
         s.comment = f"policy {policy}: " + ("; ".join(problems) if problems else "valid")
-        s.save("rejected" if problems else "approved")
+        try:
+            s.save("rejected" if problems else "approved")
+        except StaleRevisionError:  # saved by someone else since it was read: theirs stands
+            summary["skipped"] += 1
+            continue
         if problems:
             summary["rejected"][rid] = problems
         else:
@@ -445,9 +558,8 @@ def review_analytics(store: RubricStore) -> dict:
     reviewers of a rubric are rater 1 and rater 2); keep/drop compares the criteria of the draft
     (latest non-review revision before it) with what the reviewer saved.
     """
-    revisions = store.revisions()
-    current = store.current()
-    statuses = Counter(r.status for r in current.values())
+    revisions = store.iter_revisions()
+    statuses = Counter(store.status_counts())
     decided = statuses["approved"] + statuses["rejected"]
     edits, dims, fields = Counter(), Counter(), Counter()
     added = removed = 0
@@ -487,7 +599,7 @@ def review_analytics(store: RubricStore) -> dict:
                 ka.append(by[first][cid])
                 kb.append(by[second][cid])
     return {
-        "rubrics": len(current), "reviewed": decided, "approved": statuses["approved"],
+        "rubrics": sum(statuses.values()), "reviewed": decided, "approved": statuses["approved"],
         "rejected": statuses["rejected"], "in_review": statuses["in_review"], "draft": statuses["draft"],
         "acceptance_rate": statuses["approved"] / decided if decided else None,
         "edits_per_tier": edits, "fields_changed": fields, "most_changed_dimensions": dims,

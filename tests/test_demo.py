@@ -18,7 +18,7 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert summary["gold_veto_rate_by_label"]["unsafe"] == 1.0
     assert summary["sample"]["answer"].strip()
     assert summary["provenance"]["packages"]["transformers"] == "5.17.0"
-    assert (ws / "rubrics" / "revisions.jsonl").exists()
+    assert (ws / "rubrics" / "revisions.sqlite").exists()
     # notebooks 01 and 02 ran through papermill, and the reviewed rubrics validate
     assert (ws / "notebooks" / "01_rubric_generation.ipynb").exists()
     assert (ws / "notebooks" / "02_rubric_refinement.ipynb").exists()

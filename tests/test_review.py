@@ -3,9 +3,10 @@ import math
 
 import pytest
 
-from promedical.review import ReviewSession, apply_policy, apply_reviews, cohens_kappa, review_analytics
+from promedical.review import (ReviewSession, apply_policy, apply_reviews, autosave_name, cohens_kappa,
+                               review_analytics)
 from promedical.rubric import Rubric, RubricError
-from promedical.store import RubricStore
+from promedical.store import RubricStore, StaleRevisionError
 
 
 def rubric(rid="r1", **overrides):
@@ -88,7 +89,7 @@ def test_renormalise_rescales_s1_to_exactly_one(store):
 
 
 def test_invalid_edit_shows_problems_and_save_writes_nothing(store):
-    before = store.log.read_bytes()
+    before = store.revisions()
     s = ReviewSession(store, "r1", "dr_li")
     s.edit("p1", "weight", -0.2)
     s.edit("p2", "text", "   ")
@@ -98,7 +99,7 @@ def test_invalid_edit_shows_problems_and_save_writes_nothing(store):
     with pytest.raises(RubricError) as err:
         s.save("approved")
     assert "criteria[p1].weight" in str(err.value)
-    assert store.log.read_bytes() == before and len(store.history("r1")) == 1
+    assert store.revisions() == before and len(store.history("r1")) == 1
     s.reject("p1")
     s.reject("p2")
     s.reject("p3")
@@ -112,7 +113,7 @@ def test_autosave_survives_a_crash(store):
     s.edit("p2", "text", "Advises seeing a GP within two weeks, sooner if coughing blood.")
     s.reject("b1")
     s.comment = "half-typed critique"
-    path = store.root / "autosave" / "r1.dr_li.json"
+    path = store.root / "autosave" / autosave_name("r1", "dr_li")
     assert path.exists() and json.loads(path.read_text())["comment"] == "half-typed critique"
     del s  # the kernel dies: nothing is saved to the store
     assert len(store.history("r1")) == 1
@@ -187,7 +188,7 @@ def test_apply_reviews_reports_every_problem_and_applies_nothing(store, tmp_path
         {"rubric_id": "r4", "reviewer": "dr_li", "decision": "approve", "remove": ["p1", "p2", "p3"]},
         {"rubric_id": "r4", "reviewer": "dr_li", "decision": "approve", "add": [{"tier": "S4", "text": ""}]},
     ])
-    before = store.log.read_bytes()
+    before = store.revisions()
     with pytest.raises(ValueError) as err:
         apply_reviews(store, path)
     msg = str(err.value)
@@ -199,7 +200,7 @@ def test_apply_reviews_reports_every_problem_and_applies_nothing(store, tmp_path
                      f"{path}:7: add[0].tier: unknown tier 'S4'", f"{path}:7: add[0].text: missing or empty"]:
         assert expected in msg, expected
     assert f"{path}:1:" not in msg
-    assert store.log.read_bytes() == before
+    assert store.revisions() == before
 
 
 def test_apply_reviews_empty_file(store, tmp_path):
@@ -277,3 +278,98 @@ def test_analytics_without_overlap(store):
     a = review_analytics(store)
     assert a["decision_kappa"] is None and a["criterion_kappa"] is None and a["acceptance_rate"] == 1.0
     assert a["reviewed"] == 1 and a["draft"] == 3
+
+
+def test_stale_save_is_refused_and_the_text_is_kept(store):
+    li = ReviewSession(store, "r1", "dr_li")
+    ng = ReviewSession(store, "r1", "dr_ng")
+    li.edit("p1", "text", "Asks about coughing blood and weight loss.")
+    assert li.save("in_review").revision == 2
+    ng.edit("p2", "text", "Advises seeing a GP within two weeks.")
+    ng.comment = "sooner advice"
+    with pytest.raises(StaleRevisionError) as err:
+        ng.save("approved")
+    msg = str(err.value)
+    assert "based on revision 1, but revision 2 (in_review) was saved by dr_li" in msg
+    assert f"Your edits are kept in {ng.autosave_path}" in msg
+    assert [h.author for h in store.history("r1")] == ["generator", "dr_li"]  # nothing written
+    assert ng.stale and ng.latest.revision == 2 and ng.base_revision == 1
+    assert ng.criterion("p2")["text"] == "Advises seeing a GP within two weeks." and ng.comment == "sooner advice"
+    kept = json.loads(ng.autosave_path.read_text())
+    assert kept["base_revision"] == 1 and kept["rubric"]["criteria"][1]["text"].startswith("Advises seeing a GP")
+    # the kernel dies; the next session restores the text, still based on revision 1, and knows it is stale
+    again = ReviewSession(store, "r1", "dr_ng")
+    assert again.restored and again.stale and again.base_revision == 1 and again.comment == "sooner advice"
+    with pytest.raises(StaleRevisionError):
+        again.save("approved")
+    # rebase: the diff now shows everything saving would change in revision 2, li's edit included
+    again.rebase()
+    assert not again.stale and again.base_revision == 2
+    changed = {(c["criterion"], c["field"]) for c in again.diff()}
+    assert changed == {("p1", "text"), ("p2", "text")}
+    rev = again.save("approved")
+    assert rev.revision == 3 and rev.rubric.criteria[1].text == "Advises seeing a GP within two weeks."
+    assert not again.autosave_path.exists()
+
+
+def test_a_session_with_no_edits_keeps_its_comment_when_refused(store):
+    s = ReviewSession(store, "r2", "dr_li", autosave=False)
+    s.comment = "looks fine"
+    ReviewSession(store, "r2", "dr_ng").save("approved")
+    with pytest.raises(StaleRevisionError) as err:
+        s.save("approved")
+    assert "Re-read the latest revision" in str(err.value) and s.comment == "looks fine"
+
+
+def test_autosave_names_are_injective_and_checked_on_restore(tmp_path):
+    store = RubricStore(tmp_path)
+    for rid in ("a/b", "a_b", "a.b"):
+        store.save(Rubric.from_dict(rubric(rid)), author="generator", action="create")
+    names = {autosave_name(rid, who) for rid in ("a/b", "a_b", "a.b", "../x") for who in ("dr_li", "dr li", "dr/li")}
+    assert len(names) == 12 and all("/" not in n and not n.startswith(".") and len(n) < 128 for n in names)
+    assert autosave_name("a.b", "c") != autosave_name("a", "b.c")
+    slash = ReviewSession(store, "a/b", "dr_li")
+    slash.edit("p1", "text", "Edited for a/b only.")
+    assert slash.autosave_path.parent == store.root / "autosave"
+    under = ReviewSession(store, "a_b", "dr_li")
+    assert not under.restored and under.criterion("p1")["text"] == rubric()["criteria"][0]["text"]
+    under.save("approved")  # approving a_b does not carry a/b's edit
+    assert store.latest("a_b").rubric.criteria[0].text == rubric()["criteria"][0]["text"]
+    assert ReviewSession(store, "a/b", "dr_li").criterion("p1")["text"] == "Edited for a/b only."
+    # an autosave that names another rubric (copied by hand, or a hash collision) is refused
+    dotted = ReviewSession(store, "a.b", "dr_li")
+    dotted.autosave_path.write_text(slash.autosave_path.read_text())
+    with pytest.warns(UserWarning, match=r"autosave of rubric 'a/b' by 'dr_li', not of rubric 'a.b'"):
+        assert not ReviewSession(store, "a.b", "dr_li").restored
+    forged = json.loads(slash.autosave_path.read_text())
+    forged["rubric"]["id"] = "a_b"  # right owner, but the rubric inside is another one
+    slash.autosave_path.write_text(json.dumps(forged))
+    with pytest.warns(UserWarning, match="its rubric has id 'a_b'"):
+        assert not ReviewSession(store, "a/b", "dr_li").restored
+
+
+def test_legacy_autosave_is_restored_only_into_its_own_rubric(tmp_path):
+    store = RubricStore(tmp_path)
+    for rid in ("a/b", "a_b"):
+        store.save(Rubric.from_dict(rubric(rid)), author="generator", action="create")
+    legacy = store.root / "autosave" / "a_b.dr_li.json"  # the old, colliding name of both rubrics
+    legacy.parent.mkdir()
+    state = {"rubric_id": "a/b", "reviewer": "dr_li", "base_revision": 1, "rubric": rubric("a/b"),
+             "decisions": {}, "comment": "typed before the upgrade"}
+    legacy.write_text(json.dumps(state))
+    assert not ReviewSession(store, "a_b", "dr_li").restored and legacy.exists()
+    s = ReviewSession(store, "a/b", "dr_li")
+    assert s.restored and s.comment == "typed before the upgrade"
+    assert not legacy.exists() and json.loads(s.autosave_path.read_text())["comment"] == "typed before the upgrade"
+
+
+def test_apply_reviews_reads_only_the_rubrics_it_names(store, tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", [{"rubric_id": "r3", "reviewer": "dr_li", "decision": "approve"}])
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    try:
+        assert apply_reviews(store, path)["approved"] == 1
+    finally:
+        store._db().set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert reads and all("'r3'" in s for s in reads), reads

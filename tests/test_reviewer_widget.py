@@ -3,6 +3,7 @@ import json
 import ipywidgets as W
 import pytest
 
+from promedical.review import autosave_name
 from promedical.rubric import Rubric
 from promedical.store import RubricStore
 from widgets import RubricReviewer
@@ -68,7 +69,7 @@ def test_edit_and_approve_writes_a_revision_and_moves_on(store):
 
 def test_bad_weight_is_shown_before_save_and_save_refuses(store):
     app = RubricReviewer(store, "dr_li")
-    before = store.log.read_bytes()
+    before = store.revisions()
     assert "valid" in one(app, "pm-problems").value
     app.rows["p1"].weight.value = -0.5
     problems = one(app, "pm-problems").value
@@ -77,7 +78,7 @@ def test_bad_weight_is_shown_before_save_and_save_refuses(store):
     assert app.rows["p2"].problems.value == ""
     one(app, "pm-save").click()
     assert "not saved" in one(app, "pm-status").value
-    assert store.log.read_bytes() == before and app.session.rubric_id == "r1"
+    assert store.revisions() == before and app.session.rubric_id == "r1"
 
 
 def test_renormalised_weights_are_visible(store):
@@ -126,7 +127,7 @@ def test_reject_add_retier_and_save_through_the_widget(store):
     assert {c.id for c in rev.rubric.tier("proficiency")} == {"p1", "p2", "b1"}
     assert rev.rubric.criteria[-1].dimension == "Safety Veto · Harmful Advice"
     assert app.session.rubric_id == "r1"  # Save keeps the rubric open
-    assert not (store.root / "autosave" / "r1.dr_li.json").exists()
+    assert not (store.root / "autosave" / autosave_name("r1", "dr_li")).exists()
 
 
 def test_reject_rubric_moves_on_and_progress_counts_it(store):
@@ -163,7 +164,7 @@ def test_opening_without_edits_writes_nothing(store):
     one(app, "pm-comment").value = "a critique of r1"
     one(app, "pm-next").click()  # showing r2's (empty) comment must not autosave r2
     assert app.session.rubric_id == "r2"
-    assert [p.name for p in (store.root / "autosave").iterdir()] == ["r1.dr_li.json"]
+    assert [p.name for p in (store.root / "autosave").iterdir()] == [autosave_name("r1", "dr_li")]
 
 
 def test_reviewer_name_and_display(store):
@@ -183,3 +184,55 @@ def test_reviewer_name_and_display(store):
     with pytest.raises(ValueError):
         RubricReviewer(store, "dr_li", rubric_ids=["missing"])
     json.dumps(view)
+
+
+def test_a_keystroke_reads_nothing_from_the_store(store):
+    app = RubricReviewer(store, "dr_li")
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    try:
+        for n in range(1, 6):  # typing, one character at a time
+            app.rows["p1"].text.value = "Asks about coughing blood"[: 20 + n]
+        one(app, "pm-comment").value = "sharper"
+        app.rows["p2"].weight.value = 0.4
+    finally:
+        store._db().set_trace_callback(None)
+    assert statements == []
+    assert "Asks about coughing blood" in one(app, "pm-diff").value  # rendered from the in-memory base
+
+
+def test_two_reviewers_on_one_rubric_never_undo_each_other_silently(store):
+    li = RubricReviewer(store, "dr_li")
+    ng = RubricReviewer(store, "dr_ng")
+    li.rows["p1"].text.value = "Asks about coughing blood."
+    one(li, "pm-save").click()
+    ng.rows["p2"].text.value = "Advises seeing a GP within two weeks."
+    one(ng, "pm-comment").value = "be specific"
+    one(ng, "pm-approve").click()
+    status = one(ng, "pm-status").value
+    assert "not saved: stale revision" in status and "was saved by dr_li" in status and "#b00" in status
+    assert [h.author for h in store.history("r1")] == ["generator", "dr_li"]
+    assert ng.session.rubric_id == "r1"  # stays on the rubric, with the typed text
+    assert ng.rows["p2"].text.value == "Advises seeing a GP within two weeks." and one(ng, "pm-comment").value == "be specific"
+    assert "dr_li" in one(ng, "pm-history").value and "revision 2 is newer" in one(ng, "pm-position").value
+    rebase = one(ng, "pm-rebase")
+    assert rebase.layout.display != "none" and one(li, "pm-rebase").layout.display == "none"
+    rebase.click()
+    assert "now apply on revision 2" in one(ng, "pm-status").value and rebase.layout.display == "none"
+    assert "Asks about coughing blood." in one(ng, "pm-diff").value  # saving would undo li's edit: shown
+    ng.rows["p1"].text.value = "Asks about coughing blood."  # keep it
+    one(ng, "pm-approve").click()
+    last = store.latest("r1")
+    assert (last.revision, last.author, last.status) == (3, "dr_ng", "approved")
+    assert [c.text for c in last.rubric.criteria[:2]] == ["Asks about coughing blood.", "Advises seeing a GP within two weeks."]
+
+
+def test_a_restored_stale_autosave_says_so(store):
+    ng = RubricReviewer(store, "dr_ng")
+    ng.rows["p2"].text.value = "Advises seeing a GP."
+    li = RubricReviewer(store, "dr_li")
+    one(li, "pm-approve").click()
+    again = RubricReviewer(store, "dr_ng", rubric_ids=["r1"])
+    status = one(again, "pm-status").value
+    assert "restored unsaved edits (started from revision 1)" in status
+    assert "revision 2 was saved since by dr_li" in status and one(again, "pm-rebase").layout.display != "none"

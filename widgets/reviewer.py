@@ -3,6 +3,12 @@
 Every widget shows escaped text only (``html.escape``), never raw HTML from data. All logic lives
 in the session; the widget only forwards edits and renders the session. CSS classes ``pm-...``
 let a browser test find each control.
+
+Store reads: an edit (a keystroke) reads nothing from the store — the diff is against the session's
+base revision, held in memory. Opening a rubric reads its latest revision and history; the progress
+count reads the statuses of the queue (indexed rows, no rubric is parsed). When another reviewer
+saved the rubric first, *Save* is refused with the reason, the edits stay (and stay autosaved), and
+*Keep my edits on the latest revision* rebases them so the next save goes through.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import ipywidgets as W
 
 from promedical.review import ReviewSession, loose_rubric
 from promedical.rubric import TIERS, RubricError
-from promedical.store import RubricStore
+from promedical.store import RubricStore, StaleRevisionError
 
 DONE = ("approved", "rejected")
 
@@ -91,9 +97,9 @@ class RubricReviewer:
 
     def __init__(self, store: RubricStore, reviewer: str, rubric_ids: list[str] | None = None):
         self.store = store
-        known = store.current()
-        self.ids = list(rubric_ids) if rubric_ids is not None else list(known)
-        missing = [i for i in self.ids if i not in known]
+        self.ids = list(rubric_ids) if rubric_ids is not None else store.ids()
+        statuses = store.statuses(self.ids)
+        missing = [i for i in self.ids if i not in statuses]
         if missing or not self.ids:
             raise ValueError(f"nothing to review: unknown rubric ids {missing}" if missing else "no rubrics to review")
         self._syncing = False
@@ -123,6 +129,8 @@ class RubricReviewer:
         self.approve_button = _button("Approve rubric", "pm-approve", "success")
         self.reject_button = _button("Reject rubric", "pm-reject", "danger")
         self.discard_button = _button("Discard unsaved edits", "pm-discard", "warning")
+        self.rebase_button = _button("Keep my edits on the latest revision", "pm-rebase", "info")
+        self.rebase_button.layout.display = "none"  # shown while the session is stale
         self.status = css(W.HTML(), "pm-status")
         self.problems = css(W.HTML(), "pm-problems")
         self.diff = css(W.HTML(), "pm-diff")
@@ -136,6 +144,7 @@ class RubricReviewer:
         self.approve_button.on_click(lambda _: self._save("approved"))
         self.reject_button.on_click(lambda _: self._save("rejected"))
         self.discard_button.on_click(lambda _: self._mutate(self.session.discard, rebuild=True))
+        self.rebase_button.on_click(lambda _: self._rebase())
         self.comment.observe(lambda ch: self._mutate(lambda: setattr(self.session, "comment", ch["new"])), names="value")
         self.reviewer_name.observe(lambda ch: self._open(self.index), names="value")
 
@@ -144,12 +153,12 @@ class RubricReviewer:
             self.instruction, W.HTML("<b>Criteria</b>"), self.weights, self.criteria_box,
             W.HBox([self.add_tier, self.add_text, self.add_dimension, self.add_weight, self.add_button]),
             self.renormalise_button, W.HTML("<b>Comment</b>"), self.comment,
-            W.HBox([self.save_button, self.approve_button, self.reject_button, self.discard_button]),
+            W.HBox([self.save_button, self.approve_button, self.reject_button, self.discard_button,
+                    self.rebase_button]),
             self.status, self.problems, W.HTML("<b>Changes against the stored revision</b>"), self.diff,
             W.HTML("<b>History</b>"), self.history])
         self.widget.add_class("pm-reviewer-app")
-        current = store.current()
-        self.index = next((i for i, rid in enumerate(self.ids) if current[rid].status not in DONE), 0)
+        self.index = next((i for i, rid in enumerate(self.ids) if statuses[rid] not in DONE), 0)
         self._open(self.index)
 
     def _repr_mimebundle_(self, **kwargs):
@@ -170,7 +179,10 @@ class RubricReviewer:
         self._show_comment()
         self._render(rebuild=True)
         if self.session.restored:
-            self._say(f"restored unsaved edits (started from revision {self.session.base_revision})")
+            s = self.session
+            extra = (f"; revision {s.latest.revision} was saved since by {s.latest.author}: saving will be refused "
+                     "until you keep your edits on the latest revision or discard them" if s.stale else "")
+            self._say(f"restored unsaved edits (started from revision {s.base_revision}){extra}", error=s.stale)
 
     # -- session calls ---------------------------------------------------------------------------
     def _mutate(self, fn, rebuild: bool = False) -> None:
@@ -215,6 +227,10 @@ class RubricReviewer:
     def _save(self, status: str) -> None:
         try:
             rev = self.session.save(status)
+        except StaleRevisionError as exc:
+            self._render(rebuild=True)  # history now shows the other revision; the edits are the session's
+            self._say(f"not saved: {exc}", error=True)
+            return
         except RubricError as exc:
             self._render()
             self._say(f"not saved: {len(exc.problems)} problem(s) to fix, listed below", error=True)
@@ -230,14 +246,20 @@ class RubricReviewer:
         prefix = "saved as " if status == "in_review" else ""
         self._say(f"{prefix}{rev.status} (revision {rev.revision}){done}")
 
+    def _rebase(self) -> None:
+        self.session.rebase()
+        self._render(rebuild=True)
+        self._say(f"your edits now apply on revision {self.session.base_revision}: the changes below are what "
+                  "saving will change in it (check you are not undoing the other reviewer's work)")
+
     # -- rendering -------------------------------------------------------------------------------
     def _say(self, text: str, error: bool = False) -> None:
         color = "#b00" if error else "#060"
         self.status.value = f"<span style='color:{color}'>{esc(text)}</span>"
 
     def reviewed(self) -> int:
-        current = self.store.current()
-        return sum(current[rid].status in DONE for rid in self.ids)
+        statuses = self.store.statuses(self.ids)
+        return sum(statuses.get(rid) in DONE for rid in self.ids)
 
     def _render(self, rebuild: bool = False) -> None:
         s = self.session
@@ -245,15 +267,17 @@ class RubricReviewer:
             self.rows = {c["id"]: CriterionRow(self, c) for c in s.criteria}
             self.criteria_box.children = [r.box for r in self.rows.values()]
         self.status.value = ""
-        current = self.store.current()[s.rubric_id]
+        base = s.base  # in memory: a keystroke reads nothing from the store
         if rebuild:
             self.progress.value = f"{self.reviewed()} / {len(self.ids)} reviewed"
             self.history.value = table(["revision", "author", "time", "status", "reason"],
                                        [[h.revision, h.author, h.timestamp, h.status, h.reason] for h in s.history()])
+            self.rebase_button.layout.display = None if s.stale else "none"
         r = s.rubric
         meta = " · ".join(esc(r[k]) for k in ("category", "specialty") if r.get(k))
         self.position.value = (f"rubric {self.index + 1} of {len(self.ids)}: <b>{esc(s.rubric_id)}</b> "
-                               f"({meta}) — stored revision {current.revision}, status {esc(current.status)}")
+                               f"({meta}) — editing revision {base.revision}, status {esc(base.status)}"
+                               + (f" · <b style='color:#b00'>revision {s.latest.revision} is newer</b>" if s.stale else ""))
         self.instruction.value = f"<div class='pm-instruction-text'>{esc(loose_rubric(r).instruction_text)}</div>"
         weights, problems = s.normalised_weights(), s.problems()
         for row in self.rows.values():
@@ -267,4 +291,4 @@ class RubricReviewer:
         changes = s.diff()
         self.diff.value = (table(["op", "criterion", "field", "old", "new"],
                                  [[c["op"], c["criterion"], c["field"], c["old"], c["new"]] for c in changes])
-                           if changes else f"<i>no changes against revision {current.revision}</i>")
+                           if changes else f"<i>no changes against revision {base.revision}</i>")
