@@ -236,6 +236,8 @@ def cmd_notebook(args) -> int:
     from .notebooks import check_notebook_params, notebook_path, run_notebook
 
     params = parse_params(args.param)
+    if "workspace" in params:
+        raise UsageError("-p workspace: give the workspace as --workspace")
     try:
         path = notebook_path(args.name)
         check_notebook_params(path, params)

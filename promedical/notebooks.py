@@ -55,11 +55,9 @@ def check_notebook_params(path: str | Path, params: dict) -> None:
     (the type of the declared default; a None default takes anything)."""
     from .params import params_problems
 
-    declared = {k: v for k, v in notebook_parameters(path).items() if k != "workspace"}
+    declared = notebook_parameters(path)
     hints = {k: _NOTHING if v is None else float if isinstance(v, float) else type(v) for k, v in declared.items()}
     problems = params_problems(params, hints, f"notebook {Path(path).stem}")
-    if "workspace" in params:
-        problems.insert(0, "parameter workspace: give it as --workspace")
     if problems:
         raise ValueError("; ".join(problems))
 
