@@ -25,6 +25,8 @@ def output_target(path: str | Path) -> tuple[Path, os.stat_result | None]:
         st = os.stat(path)
     except FileNotFoundError:
         return path, None
+    except NotADirectoryError:
+        raise OutputError(f"{path}: cannot create its folder {path.parent}: a file is in the way") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):

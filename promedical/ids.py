@@ -7,8 +7,9 @@ letters from other scripts: two ids that look the same are the same id.
 
 ``escape`` turns any text into one printable line: control characters (newlines included), format
 characters (zero-width, bidi overrides), line/paragraph separators and unassigned or private code
-points become ``\\n``, ``\\t`` or ``\\uXXXX``, and a backslash is doubled, so a value printed in an
-error report can never forge another line or hide what it is.
+points become ``\\n``, ``\\t`` or ``\\uXXXX``, so a value printed in an error report can never
+forge another line or hide what it is. Escaping is idempotent (its output is printable), so a
+message escaped when built and again when printed reads the same.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import unicodedata
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/@#-]{0,127}")
 ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ - : + / @ #, starting with a letter or digit"
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def id_problem(value) -> str | None:
@@ -42,7 +43,7 @@ def _escape_char(ch: str) -> str:
 def escape(text) -> str:
     """text as one line with every invisible or line-breaking character written as an escape."""
     text = str(text)
-    if text.isprintable() and "\\" not in text:
+    if text.isprintable():
         return text
     return "".join(_escape_char(ch) for ch in text)
 

@@ -56,11 +56,11 @@ def type_problem(value: Any, hint) -> str | None:
         if not isinstance(value, (list, tuple)):
             return f"must be a list, got {type(value).__name__}"
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        if len(args) == 1:
-            for i, item in enumerate(value):
-                problem = type_problem(item, args[0])
-                if problem:
-                    return f"item {i} {problem}"
+        for i, item in enumerate(value):  # untyped items: numbers still finite and not negative
+            item_hint = args[0] if len(args) == 1 else float if isinstance(item, (int, float)) else _NOTHING
+            problem = None if isinstance(item, bool) and len(args) != 1 else type_problem(item, item_hint)
+            if problem:
+                return f"item {i} {problem}"
         return None
     if container is dict:
         return None if isinstance(value, dict) else f"must be an object, got {type(value).__name__}"

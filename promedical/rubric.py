@@ -353,13 +353,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def loads(text: str | bytes) -> Any:
-    """Strict JSON: NaN/Infinity and objects with a repeated key are errors (ValueError), because
+    """Strict JSON: NaN/Infinity, numbers beyond the float range (1e999) and objects with a repeated
+    key are errors (ValueError), because
     "the last value wins" would let a second ``"tier"`` silently turn a veto into a bonus."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of the float range")
+    return value
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
