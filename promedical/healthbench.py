@@ -192,16 +192,23 @@ def _mapped_row(rubric: Rubric) -> dict:
             items.append({"criterion": c.text, "points": points, "tags": [f"tier:{c.tier}"]})
             continue
         item = {"criterion": c.text}
-        item.update({k: points if k == "points" else v for k, v in kept.items()})
+        item.update({k: points if k == "points" else v for k, v in kept.items() if k != "criterion"})
         item.setdefault("points", points)
+        if "tags" in item and not _str_list(item["tags"]):  # kept fields HealthBench would refuse are not exported
+            item["tags"] = [f"tier:{c.tier}"]
         items.append(item)
     row = {"prompt": rubric.messages, "prompt_id": rubric.id, "rubrics": items}
     extra = _hb_fields(rubric.provenance)
     if extra is None:
         extra = {"example_tags": [t for t in (f"category:{rubric.category}" if rubric.category else None,
                                               f"specialty:{rubric.specialty}" if rubric.specialty else None) if t]}
-    row.update({k: v for k, v in extra.items() if k not in ROW_KEYS and k != KIT_FIELD})
+    row.update({k: v for k, v in extra.items() if k not in ROW_KEYS and k != KIT_FIELD
+                and (k != "example_tags" or _str_list(v))})
     return row
+
+
+def _str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, str) for t in value)
 
 
 def from_rubric(rubric: Rubric) -> dict:

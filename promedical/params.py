@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
 import types
 import typing
 from pathlib import Path
@@ -44,7 +45,7 @@ def type_problem(value: Any, hint) -> str | None:
         ok = isinstance(value, int) if hint is int else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             return f"must be {'an integer' if hint is int else 'a number'}, got {type(value).__name__}"
-        if not math.isfinite(value):
+        if abs(value) > sys.float_info.max or not math.isfinite(value):
             return f"must be finite, got {value}"
         if value < 0:
             return f"must not be negative, got {value}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # a single record larger than this is refused,
 CHECK_KEYS = ("mention_any", "mention_all", "mention_none", "min_words", "max_words", "min_list_items")
 CRITERION_KEYS = ("id", "tier", "text", "weight", "dimension", "adheres", "violates", "check", "provenance")
 RUBRIC_KEYS = ("id", "instruction", "category", "specialty", "criteria", "provenance")
+_FLOAT_MAX = sys.float_info.max
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +197,10 @@ class RubricError(ValueError):
 # Field checks (return a list of (field.path, message))
 # ----------------------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """An int or float that converts to a float (an int past 1.8e308 does not, so it is no number here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return not isinstance(v, int) or abs(v) <= _FLOAT_MAX
 
 
 def _nonempty_str(v: Any) -> bool:
@@ -356,11 +361,19 @@ def loads(text: str | bytes) -> Any:
     """Strict JSON: NaN/Infinity, numbers beyond the float range (1e999) and objects with a repeated
     key are errors (ValueError), because
     "the last value wins" would let a second ``"tier"`` silently turn a veto into a bonus."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_range_int,
+                      object_pairs_hook=_unique_keys)
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _float_range_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _FLOAT_MAX:
+        raise ValueError(f"number {text[:40]}... is out of the float range")
+    return value
 
 
 def _finite_float(text: str) -> float:

@@ -8,6 +8,7 @@ veto, because "unknown" must never read as "safe".
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -28,7 +29,7 @@ class RewardConfig:
     def __post_init__(self):
         for name in ("alpha", "beta", "lam"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= sys.float_info.max:  # NaN, inf and ints past the float range
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
             if abs(v) > MAX_PARAMETER:
                 raise ValueError(f"{name} must be at most {MAX_PARAMETER:g} in size, got {v!r} (the reward must stay finite)")
