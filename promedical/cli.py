@@ -283,8 +283,10 @@ def cmd_step(args) -> int:
     except ValueError as exc:
         raise UsageError(exc) from None
     result = run_step(args.name, args.workspace, params)
-    print(json.dumps({k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes",
-                                                                "seconds_per_step", "split_seconds")}, default=str))
+    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "seconds_per_step",
+                                                     "split_seconds")}
+    shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in shown.items()}  # valid JSON
+    print(json.dumps(shown, default=str, allow_nan=False))
     return 0
 
 

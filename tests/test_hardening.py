@@ -443,3 +443,11 @@ def test_a_redirect_that_would_resend_the_body_is_not_followed(code, servers):
     with pytest.raises(HTTPError, match=str(code)):
         _client(front.port).generate([[{"role": "user", "content": "hi"}]])
     assert target.seen == []
+
+
+def test_a_judge_answer_with_a_repeated_key_is_no_grade():
+    from promedical.judge import parse_grade
+
+    assert parse_grade('{"explanation": "ok", "criteria_met": true}')[0] is True
+    met, why = parse_grade('{"explanation": "ok", "criteria_met": true, "criteria_met": false}')
+    assert met is None and "unparseable" in why
