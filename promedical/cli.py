@@ -30,6 +30,17 @@ def _error(message, code: int = 1) -> int:
     return code
 
 
+def _check_workspace(workspace: str) -> None:
+    """A workspace is a folder or a path where one can be made; raise UsageError otherwise."""
+    path = Path(workspace)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise UsageError(f"--workspace {quote(workspace)}: {quote(str(path))} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--workspace {quote(workspace)}: {quote(str(path))} is not writable")
+
+
 def _check_output(path: str) -> str | None:
     """A one-line reason why path cannot be written, or None."""
     try:
@@ -134,7 +145,7 @@ def _read_healthbench(path: str) -> list[dict] | int:
         return _fail(problems)
     records = [obj for _, obj, _ in iter_jsonl(path)]
     if not is_healthbench_record(records[0]):
-        print(f"{path}:1: <file>: not HealthBench data (needs prompt and rubrics)", file=sys.stderr)
+        print(escape(f"{path}:1: <file>: not HealthBench data (needs prompt and rubrics)"), file=sys.stderr)
         return 1
     return records
 
@@ -198,7 +209,7 @@ def cmd_hb_import(args) -> int:
     if problems:
         return _fail(problems)
     write_jsonl(args.output, converted)
-    print(f"wrote {len(converted)} rubrics to {args.output}")
+    print(f"wrote {len(converted)} rubrics to {escape(args.output)}")
     return 0
 
 
@@ -215,7 +226,7 @@ def cmd_hb_export(args) -> int:
     if problems:
         return _fail(problems)
     write_jsonl(args.output, rows)
-    print(f"wrote {len(rows)} HealthBench examples to {args.output}")
+    print(f"wrote {len(rows)} HealthBench examples to {escape(args.output)}")
     return 0
 
 
@@ -224,11 +235,12 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     load_scale(args.scale)  # an unknown or malformed scale is an error before anything runs
+    _check_workspace(args.workspace)
     summary = run_demo(Path(args.workspace), model=args.model, scale=args.scale)
     print(f"summary: {summary}")
     report = Path(args.workspace) / "benchmark" / "report.html"
     if report.is_file():
-        print(f"report: {report}")
+        print(f"report: {escape(report)}")
     return 0
 
 
@@ -238,12 +250,13 @@ def cmd_notebook(args) -> int:
     params = parse_params(args.param)
     if "workspace" in params:
         raise UsageError("-p workspace: give the workspace as --workspace")
+    _check_workspace(args.workspace)
     try:
         path = notebook_path(args.name)
         check_notebook_params(path, params)
     except ValueError as exc:
         raise UsageError(exc) from None
-    print(f"executed: {run_notebook(path.stem, Path(args.workspace), params)}")
+    print(f"executed: {escape(run_notebook(path.stem, Path(args.workspace), params))}")
     return 0
 
 
@@ -282,6 +295,7 @@ def cmd_step(args) -> int:
         check_step_params(args.name, params)
     except ValueError as exc:
         raise UsageError(exc) from None
+    _check_workspace(args.workspace)
     result = run_step(args.name, args.workspace, params)
     shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "seconds_per_step",
                                                      "split_seconds")}
@@ -314,6 +328,7 @@ def cmd_launch(args) -> int:
         check_step_params(args.name, params)
     except ValueError as exc:
         raise UsageError(exc) from None
+    _check_workspace(args.workspace)
     check_step_params(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
     try:
         return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,

@@ -16,8 +16,11 @@ the HealthBench convention for negative items. Every problem found is reported a
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,12 +340,30 @@ def rubric_problems(obj: Any) -> list[tuple[str, str]]:
 # JSONL reading
 # ----------------------------------------------------------------------------------------------
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line_number, object, error) for each non-blank line; object is None on error."""
+    """Yield (line_number, object, error) for each non-blank line; object is None on error.
+
+    Reads are bounded: at most MAX_LINE_BYTES + 1 bytes of a line are held in memory (a longer line
+    is measured and skipped), and a device or socket is refused (OSError) before anything is read.
+    """
     path = Path(path)
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        mode = os.fstat(fh.fileno()).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise OSError(errno.EINVAL, "not a regular file or a pipe")
+        number = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
             if len(raw) > MAX_LINE_BYTES:
-                yield number, None, f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit"
+                size = len(raw)
+                while not raw.endswith(b"\n"):
+                    raw = fh.readline(1 << 20)
+                    if not raw:
+                        break
+                    size += len(raw)
+                yield number, None, f"line is {size} bytes, over the {MAX_LINE_BYTES}-byte limit"
                 continue
             try:
                 text = raw.decode("utf-8")
