@@ -45,10 +45,13 @@ def files(tmp_path):
         "hb_grades_short": _lines({"prompt_id": "hb1", "criteria_met": [True]}),
         "hb_overflow": _lines(dict(HB_ROW, rubrics=[dict(HB_ROW["rubrics"][0], points=1e308), HB_ROW["rubrics"][0]])),
         "bad_yaml": "steps: [unclosed\n",
+        "zero_processes_yaml": "model: embedded\nsteps: []\nlaunch: {num_processes: 0}\n",
+        "negative_gpu_yaml": "model: embedded\nsteps: []\nlaunch: {gpu_memory_gib: -80}\n",
+        "bad_params_yaml": "model: embedded\nsteps: []\nlaunch_params: {grpo: {group_size: -8}}\n",
     }
     paths = {}
     for name, text in contents.items():
-        path = tmp_path / (f"{name}.yaml" if name == "bad_yaml" else f"{name}.jsonl")
+        path = tmp_path / (f"{name}.yaml" if name.endswith("yaml") else f"{name}.jsonl")
         path.write_text(text, encoding="utf-8")
         paths[name] = str(path)
     (tmp_path / "not_utf8.jsonl").write_bytes(b'{"id": "\xff"}\n')
@@ -143,6 +146,10 @@ CASES = [
     (["plan", "--num-processes", "-1"], "must be an integer >= 1, got -1"),
     (["plan", "--scale", "nope"], "no scale config"),
     (["plan", "--scale", "{bad_yaml}"], "malformed YAML"),
+    (["plan", "--scale", "{zero_processes_yaml}"], "number of processes must be an integer >= 1, got 0"),
+    (["plan", "--scale", "{negative_gpu_yaml}"], "gpu_gib must be a number in (0, inf), got -80"),
+    (["plan", "--scale", "{bad_params_yaml}"], "parameter group_size: must not be negative"),
+    (["launch", "grpo", "--dry-run", "--scale", "{bad_params_yaml}"], "parameter group_size: must not be negative"),
 ]
 
 
@@ -172,3 +179,19 @@ def test_bad_arguments_give_one_line_and_exit_1_or_2(argv, fragment, files, caps
     assert "Traceback" not in out.err + out.out
     if "{fifo}" in argv:
         assert os.path.exists(files["fifo"]) and not os.path.isfile(files["fifo"])  # left as it was
+
+
+def test_an_unexpected_error_is_one_line_unless_a_traceback_is_asked_for(capsys, monkeypatch, tmp_path):
+    import promedical.launch
+
+    def boom(*_, **__):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(promedical.launch, "run_step", boom)
+    monkeypatch.delenv("PROMEDICAL_TRACEBACK", raising=False)
+    argv = ["step", "review", "--workspace", str(tmp_path)]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == "promedical step: error: something broke\n"
+    monkeypatch.setenv("PROMEDICAL_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="something broke"):
+        cli.main(argv)
