@@ -18,7 +18,7 @@ from conftest import make_rubric
 from promedical import cli, healthbench
 from promedical.files import OutputError, append_jsonl, atomic_write_text, write_json, write_jsonl
 from promedical.ids import ID_PATTERN, escape, id_problem
-from promedical.rubric import (MAX_LINE_BYTES, Problem, Rubric, file_problems, iter_jsonl, loads, read_rubrics,
+from promedical.rubric import (MAX_LINE_BYTES, Problem, Rubric, file_problems, loads, read_rubrics,
                                rubric_problems)
 from promedical.scoring import RewardConfig, Scores, grpo_reward
 
