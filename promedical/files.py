@@ -20,7 +20,10 @@ def output_target(path: str | Path) -> tuple[Path, os.stat_result | None]:
     None when nothing is there yet. Raises OutputError for anything that is not a regular file."""
     path = Path(path)
     if path.is_symlink():
-        path = path.resolve()
+        try:
+            path = path.resolve(strict=False)
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise OutputError(f"{path}: cannot write: {exc}") from None
     try:
         st = os.stat(path)
     except FileNotFoundError:

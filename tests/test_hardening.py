@@ -451,3 +451,10 @@ def test_a_judge_answer_with_a_repeated_key_is_no_grade():
     assert parse_grade('{"explanation": "ok", "criteria_met": true}')[0] is True
     met, why = parse_grade('{"explanation": "ok", "criteria_met": true, "criteria_met": false}')
     assert met is None and "unparseable" in why
+
+
+def test_a_symlink_loop_is_refused(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OutputError):
+        write_json(tmp_path / "a", {})
