@@ -3,19 +3,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from . import healthbench
-from .files import write_jsonl
-from .rubric import RubricError, file_problems, is_healthbench_record, iter_jsonl, read_rubrics
+from .files import OutputError, dumps_line, output_target, write_jsonl
+from .ids import escape, id_problem, quote
+from .rubric import MAX_LINE_BYTES, RubricError, file_problems, is_healthbench_record, iter_jsonl, loads, read_rubrics
 from .scoring import RewardConfig, grpo_reward, tier_scores
+
+
+class UsageError(ValueError):
+    """Bad arguments: exit 2."""
 
 
 def _fail(problems) -> int:
     for p in problems:
-        print(p, file=sys.stderr)
+        print(escape(p), file=sys.stderr)  # one line each, whatever the data held
     return 1
+
+
+def _error(message, code: int = 1) -> int:
+    print(escape(message), file=sys.stderr)
+    return code
+
+
+def _check_workspace(workspace: str) -> None:
+    """A workspace is a folder or a path where one can be made; raise UsageError otherwise."""
+    path = Path(workspace)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise UsageError(f"--workspace {quote(workspace)}: {quote(str(path))} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--workspace {quote(workspace)}: {quote(str(path))} is not writable")
+
+
+def _check_output(path: str) -> str | None:
+    """A one-line reason why path cannot be written, or None."""
+    try:
+        output_target(path)
+    except OutputError as exc:
+        return str(exc)
+    return None
 
 
 def _read_grades(path: str, check_line) -> tuple[list[tuple[int, dict]], list[str]]:
@@ -35,10 +67,14 @@ def _read_grades(path: str, check_line) -> tuple[list[tuple[int, dict]], list[st
     return good, problems
 
 
+GRADE_KEYS = ("prompt_id", "response_id", "criteria_met")
+
+
 def _kit_grade_problems(obj) -> list[tuple[str, str]]:
     if not isinstance(obj, dict):
         return [("<record>", "must be a JSON object")]
-    out = [(k, "missing or not a string") for k in ("prompt_id", "response_id") if not isinstance(obj.get(k), str)]
+    out = [(k, msg) for k in ("prompt_id", "response_id") if (msg := id_problem(obj.get(k)))]
+    out += [(k, f"unknown field (expected one of: {', '.join(GRADE_KEYS)})") for k in obj if k not in GRADE_KEYS]
     met = obj.get("criteria_met")
     if not isinstance(met, dict) or not all(isinstance(v, bool) for v in met.values()):
         out.append(("criteria_met", "must be an object {criterion_id: true|false}"))
@@ -48,7 +84,8 @@ def _kit_grade_problems(obj) -> list[tuple[str, str]]:
 def _hb_grade_problems(obj) -> list[tuple[str, str]]:
     if not isinstance(obj, dict):
         return [("<record>", "must be a JSON object")]
-    out = [] if isinstance(obj.get("prompt_id"), str) else [("prompt_id", "missing or not a string")]
+    out = [("prompt_id", msg)] if (msg := id_problem(obj.get("prompt_id"))) else []
+    out += [(k, "unknown field (expected prompt_id, criteria_met)") for k in obj if k not in ("prompt_id", "criteria_met")]
     met = obj.get("criteria_met")
     if not isinstance(met, list) or not all(isinstance(v, bool) for v in met):
         out.append(("criteria_met", "must be a list of true|false in rubric order"))
@@ -66,16 +103,24 @@ def cmd_validate(args) -> int:
 def cmd_score(args) -> int:
     try:
         config = RewardConfig(alpha=args.alpha, beta=args.beta, lam=args.lam)
+    except ValueError as exc:
+        return _error(f"promedical score: error: {exc}", 2)
+    try:
         rubrics = {r.id: r for r in read_rubrics(args.rubrics)}
-    except (ValueError, RubricError) as exc:
-        print(exc, file=sys.stderr)
-        return 1 if isinstance(exc, RubricError) else 2
+    except RubricError as exc:
+        return _fail(exc.problems)
     grades, problems = _read_grades(args.grades, _kit_grade_problems)
-    rows = []
+    rows, first_line = [], {}
     for line, g in grades:
+        key = (g["prompt_id"], g["response_id"])
+        if key in first_line:  # two grade lines for one response would both be scored
+            problems.append(f"{args.grades}:{line}: response_id: duplicate grades for response {quote(key[1])} of "
+                            f"{quote(key[0])} (first on line {first_line[key]})")
+            continue
+        first_line[key] = line
         rubric = rubrics.get(g["prompt_id"])
         if rubric is None:
-            problems.append(f"{args.grades}:{line}: prompt_id: no rubric {g['prompt_id']!r} in {args.rubrics}")
+            problems.append(f"{args.grades}:{line}: prompt_id: no rubric {quote(g['prompt_id'])} in {args.rubrics}")
             continue
         try:
             s = tier_scores(rubric, g["criteria_met"])
@@ -84,10 +129,12 @@ def cmd_score(args) -> int:
             continue
         rows.append({"prompt_id": g["prompt_id"], "response_id": g["response_id"], "s1": s.s1,
                      "s2": s.s2, "s3": s.s3, "reward": grpo_reward(s, config)})
+        if not math.isfinite(rows[-1]["reward"]):  # cannot happen with a valid config: kept as a guard
+            problems.append(f"{args.grades}:{line}: criteria_met: the reward is not finite")
     if problems:
         return _fail(problems)
     for row in rows:
-        print(json.dumps(row))
+        print(json.dumps(row, allow_nan=False))
     return 0
 
 
@@ -98,7 +145,7 @@ def _read_healthbench(path: str) -> list[dict] | int:
         return _fail(problems)
     records = [obj for _, obj, _ in iter_jsonl(path)]
     if not is_healthbench_record(records[0]):
-        print(f"{path}:1: <file>: not HealthBench data (needs prompt and rubrics)", file=sys.stderr)
+        print(escape(f"{path}:1: <file>: not HealthBench data (needs prompt and rubrics)"), file=sys.stderr)
         return 1
     return records
 
@@ -109,92 +156,160 @@ def cmd_hb_score(args) -> int:
         return records
     by_id = {r["prompt_id"]: r for r in records}
     grades, errors = _read_grades(args.grades, _hb_grade_problems)
-    met = {}
+    met, first_line = {}, {}
     for line, g in grades:
-        rec = by_id.get(g["prompt_id"])
+        pid = g["prompt_id"]
+        rec = by_id.get(pid)
+        if pid in first_line:  # "the last one wins" would silently change the score
+            errors.append(f"{args.grades}:{line}: prompt_id: duplicate grades for {quote(pid)} (first on line {first_line[pid]})")
+            continue
+        first_line[pid] = line
         if rec is None:
-            errors.append(f"{args.grades}:{line}: prompt_id: no example {g['prompt_id']!r} in {args.data}")
+            errors.append(f"{args.grades}:{line}: prompt_id: no example {quote(pid)} in {args.data}")
         elif len(g["criteria_met"]) != len(rec["rubrics"]):
             errors.append(f"{args.grades}:{line}: criteria_met: {len(g['criteria_met'])} grades for {len(rec['rubrics'])} criteria")
         else:
-            met[g["prompt_id"]] = g["criteria_met"]
-    missing = [pid for pid in by_id if pid not in met]
-    errors += [f"{args.grades}:0: prompt_id: no grades for {pid!r}" for pid in missing[:20]]
+            met[pid] = g["criteria_met"]
+    missing = [pid for pid in by_id if pid not in first_line]
+    errors += [f"{args.grades}:0: prompt_id: no grades for {quote(pid)}" for pid in missing[:20]]
     if errors:
         return _fail(errors)
-    print(json.dumps(healthbench.score(records, met)))
+    print(json.dumps(healthbench.score(records, met), allow_nan=False))
     return 0
 
 
+def _checked_lines(records: list[dict], check, source: str, lines: list[int]) -> tuple[list[dict], list[str]]:
+    """Validate converted records as the reader will (fields and line size) before anything is written."""
+    problems = []
+    for line, rec in zip(lines, records):
+        problems += [f"{source}:{line}: {p}: {m} (after conversion)" for p, m in check(rec)]
+        size = len(dumps_line(rec).encode("utf-8"))
+        if size > MAX_LINE_BYTES:
+            problems.append(f"{source}:{line}: <record>: converted line is {size} bytes, over the {MAX_LINE_BYTES}-byte limit")
+    return records, problems
+
+
 def cmd_hb_import(args) -> int:
+    if (reason := _check_output(args.output)):
+        return _error(reason)
     records = _read_healthbench(args.input)
     if isinstance(records, int):
         return records
-    write_jsonl(args.output, [healthbench.to_rubric(r).to_dict() for r in records])
-    print(f"wrote {len(records)} rubrics to {args.output}")
+    from .rubric import rubric_problems
+
+    lines = [line for line, _, _ in iter_jsonl(args.input)]
+    converted, problems = [], []
+    for line, rec in zip(lines, records):
+        try:
+            converted.append(healthbench.to_rubric(rec).to_dict())
+        except ValueError as exc:
+            problems.append(f"{args.input}:{line}: {exc}")
+    if not problems:
+        converted, problems = _checked_lines(converted, rubric_problems, args.input, lines)
+    if problems:
+        return _fail(problems)
+    write_jsonl(args.output, converted)
+    print(f"wrote {len(converted)} rubrics to {escape(args.output)}")
     return 0
 
 
 def cmd_hb_export(args) -> int:
+    if (reason := _check_output(args.output)):
+        return _error(reason)
     try:
         rubrics = read_rubrics(args.input)
     except RubricError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    write_jsonl(args.output, [healthbench.from_rubric(r) for r in rubrics])
-    print(f"wrote {len(rubrics)} HealthBench examples to {args.output}")
+        return _fail(exc.problems)
+    lines = [line for line, _, _ in iter_jsonl(args.input)]
+    rows, problems = _checked_lines([healthbench.from_rubric(r) for r in rubrics], healthbench.record_problems,
+                                    args.input, lines)
+    if problems:
+        return _fail(problems)
+    write_jsonl(args.output, rows)
+    print(f"wrote {len(rows)} HealthBench examples to {escape(args.output)}")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from .config import load_scale
     from .demo import run_demo
 
+    load_scale(args.scale)  # an unknown or malformed scale is an error before anything runs
+    _check_workspace(args.workspace)
     summary = run_demo(Path(args.workspace), model=args.model, scale=args.scale)
     print(f"summary: {summary}")
     report = Path(args.workspace) / "benchmark" / "report.html"
     if report.is_file():
-        print(f"report: {report}")
+        print(f"report: {escape(report)}")
     return 0
 
 
 def cmd_notebook(args) -> int:
-    from .notebooks import run_notebook
+    from .notebooks import check_notebook_params, notebook_path, run_notebook
 
+    params = parse_params(args.param)
+    if "workspace" in params:
+        raise UsageError("-p workspace: give the workspace as --workspace")
+    _check_workspace(args.workspace)
     try:
-        params = parse_params(args.param)
+        path = notebook_path(args.name)
+        check_notebook_params(path, params)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(f"executed: {run_notebook(args.name, Path(args.workspace), params)}")
+        raise UsageError(exc) from None
+    print(f"executed: {escape(run_notebook(path.stem, Path(args.workspace), params))}")
     return 0
 
 
 def parse_params(items: list[str], params_json: str | None = None) -> dict:
-    """-p KEY=VALUE pairs (VALUE parsed as JSON when it can be) over an optional JSON object."""
-    params = json.loads(params_json) if params_json else {}
+    """-p KEY=VALUE pairs (VALUE parsed as strict JSON when it can be, else kept as a string) over an
+    optional --params JSON object. Raises UsageError."""
+    params = {}
+    if params_json is not None:
+        try:
+            params = loads(params_json)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"--params: malformed JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise UsageError(f"--params: must be a JSON object, got {type(params).__name__}")
+    seen = set()
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"-p expects KEY=VALUE, got {item!r}")
+        if not sep or not key:
+            raise UsageError(f"-p expects KEY=VALUE, got {quote(item)}")
+        if key in seen:
+            raise UsageError(f"-p {quote(key)} given twice")
+        seen.add(key)
         try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
+            params[key] = loads(value)
+        except (ValueError, RecursionError):
             params[key] = value
     return params
 
 
 def cmd_step(args) -> int:
     from .launch import run_step
+    from .params import check_step_params
 
-    result = run_step(args.name, args.workspace, parse_params(args.param, args.params))
-    print(json.dumps({k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes",
-                                                                "seconds_per_step", "split_seconds")}, default=str))
+    params = parse_params(args.param, args.params)
+    try:
+        check_step_params(args.name, params)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    _check_workspace(args.workspace)
+    result = run_step(args.name, args.workspace, params)
+    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "seconds_per_step",
+                                                     "split_seconds")}
+    shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in shown.items()}  # valid JSON
+    print(json.dumps(shown, default=str, allow_nan=False))
     return 0
 
 
 def cmd_plan(args) -> int:
-    from .launch import plan_for
+    from .launch import plan_for, step_params
+    from .params import check_step_params
 
+    for step in ("rm-train", "grpo"):
+        check_step_params(step, step_params(args.scale, step))
     fits = True
     for step in ("rm-train", "grpo"):
         memory = plan_for(step, args.scale, num_processes=args.num_processes)
@@ -204,20 +319,59 @@ def cmd_plan(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from .launch import launch
+    from .launch import launch, step_params
+    from .params import check_step_params
     from .planner import PlanError
 
+    params = parse_params(args.param, args.params)
     try:
-        params = parse_params(args.param, args.params)
+        check_step_params(args.name, params)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise UsageError(exc) from None
+    _check_workspace(args.workspace)
+    check_step_params(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
     try:
-            return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
+        return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
                       cpu=args.cpu, dry_run=args.dry_run)
-    except PlanError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    except PlanError as exc:  # the plan table is already on stdout
+        return _error(str(exc).splitlines()[0])
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2): `promedical score: error: ... (see --help)`."""
+
+    def error(self, message):
+        self.exit(2, escape(f"{self.prog}: error: {message} (see --help)") + "\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {quote(text)}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {quote(text)}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {quote(text)}")
+    return value
+
+
+def scale_name(text: str) -> str:
+    from .config import load_scale
+
+    try:
+        load_scale(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_param_args(p: argparse.ArgumentParser, json_object: bool = True) -> None:
@@ -227,7 +381,7 @@ def add_param_args(p: argparse.ArgumentParser, json_object: bool = True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promedical", description=__doc__)
+    parser = Parser(prog="promedical", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="validate kit rubric or HealthBench JSONL files")
@@ -238,9 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rubrics")
     p.add_argument("grades")
     defaults = RewardConfig()
-    p.add_argument("--alpha", type=float, default=defaults.alpha)
-    p.add_argument("--beta", type=float, default=defaults.beta)
-    p.add_argument("--lam", type=float, default=defaults.lam)
+    p.add_argument("--alpha", type=finite_float, default=defaults.alpha)
+    p.add_argument("--beta", type=finite_float, default=defaults.beta)
+    p.add_argument("--lam", type=finite_float, default=defaults.lam)
     p.set_defaults(func=cmd_score)
 
     hb = sub.add_parser("healthbench", help="HealthBench-format data").add_subparsers(dest="hb", required=True)
@@ -260,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the demo pipeline on the embedded model")
     p.add_argument("--workspace", default="runs/demo")
     p.add_argument("--model", default=None, help="override the scale config's model")
-    p.add_argument("--scale", default="demo", help="configs/<scale>.yaml")
+    p.add_argument("--scale", default="demo", type=scale_name, help="configs/<scale>.yaml")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("notebook", help="execute a numbered notebook with papermill (batch mode)")
@@ -280,23 +434,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launch", help="run a step at scale: accelerate (+ vLLM server for GRPO); --dry-run prints it")
     p.add_argument("name", choices=list(STEPS))
     p.add_argument("--workspace", default="runs/full")
-    p.add_argument("--scale", default="full", help="configs/<scale>.yaml (its launch: and steps: sections)")
-    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--scale", default="full", type=scale_name, help="configs/<scale>.yaml (its launch: and steps: sections)")
+    p.add_argument("--num-processes", type=positive_int, default=None)
     p.add_argument("--cpu", action="store_true", help="run the processes on CPU (gloo), e.g. to test on a laptop")
     p.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
     add_param_args(p)
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("plan", help="GPU memory plan of the RM and GRPO runs of a scale (exit 1 if one cannot fit)")
-    p.add_argument("--scale", default="full")
-    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--scale", default="full", type=scale_name)
+    p.add_argument("--num-processes", type=positive_int, default=None)
     p.set_defaults(func=cmd_plan)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run a command. Bad input of any kind ends in one line on stderr and exit 1 (2 for usage), never
+    a traceback; PROMEDICAL_TRACEBACK=1 shows the traceback of an unexpected error for debugging."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"promedical {args.command}" + (f" {args.hb}" if getattr(args, "hb", None) else "")
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        return _error(f"{prog}: error: {exc}", 2)
+    except KeyboardInterrupt:
+        return _error(f"{prog}: interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: the message, not the stack
+        if os.environ.get("PROMEDICAL_TRACEBACK"):
+            raise
+        text = str(exc).strip().splitlines()
+        detail = f"{text[0]}" if text else type(exc).__name__
+        if isinstance(exc, (KeyError, TypeError, AttributeError, IndexError)):
+            detail = f"{type(exc).__name__}: {detail}"
+        return _error(f"{prog}: error: {detail}", 1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ def load_scale(name_or_path: str = "demo") -> dict:
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"no scale config {path} (known: {known})")
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(config, dict) or not isinstance(config.get("steps"), list):
         raise ValueError(f"{path}: steps: must be a list of {{notebook, parameters}}")
     return config

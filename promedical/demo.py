@@ -17,7 +17,7 @@ from .models import generate_text, load_model
 from .provenance import DATA_DIR, stamp
 from .scoring import RewardConfig, grpo_reward, tier_scores
 from .config import load_scale
-from .notebooks import run_notebook
+from .notebooks import check_notebook_params, notebook_parameters, notebook_path, run_notebook
 
 
 
@@ -30,11 +30,18 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
     config = load_scale(scale)
     model = model or config["model"]
     steps = {}
-    for step in config["steps"]:
-        name, params = step["notebook"], step.get("parameters", {})
+    plan = []
+    for step in config["steps"]:  # every step checked before the first one runs
+        name, params = str(step["notebook"]), dict(step.get("parameters") or {})
+        path = notebook_path(name)
+        if "model" in notebook_parameters(path):  # the scale's model, for the notebooks that take one
+            params = {"model": model, **params}
+        check_notebook_params(path, params)
+        plan.append((name, params))
+    for name, params in plan:
         t0 = time.perf_counter()
         print(f"[notebook] {name} ...", flush=True)
-        run_notebook(name, workspace, {"model": model, **params})
+        run_notebook(name, workspace, params)
         steps[name] = round(time.perf_counter() - t0, 1)
         print(f"[notebook] {name} done in {steps[name]} s")
     generation = json.loads((workspace / "rubrics" / "generation_summary.json").read_text())

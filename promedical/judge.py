@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from .llm import LLM, GenParams
-from .rubric import TIERS, Criterion, Rubric
+from .rubric import TIERS, Criterion, Rubric, loads
 
 EXPLANATION_CHARS = 500  # the judge's explanation is capped so a runaway model cannot exhaust max_new_tokens
 
@@ -135,7 +135,7 @@ def _json_object(text: str) -> dict | None:
     if start < 0 or end <= start:
         return None
     try:
-        obj = json.loads(s[start:end + 1])
+        obj = loads(s[start:end + 1])  # strict: a repeated "criteria_met" is no grade, not "the last one"
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None

@@ -49,7 +49,7 @@ def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "fu
     cfg = load_scale(scale).get("launch", {}) if scale else {}
     merged = {**step_params(scale, step), **params} if scale else dict(params)
     worker = ["-m", "promedical", "step", step, "--workspace", str(workspace), "--params", json.dumps(merged)]
-    n = num_processes or cfg.get("num_processes_per_step", {}).get(step) or cfg.get("num_processes", 1)
+    n = process_count(cfg, step, num_processes)
     if step not in DISTRIBUTED or n == 1 and not cfg.get("accelerate_config"):
         return [({}, [sys.executable, *worker])]
     out = []
@@ -73,6 +73,15 @@ def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "fu
     return out
 
 
+def process_count(cfg: dict, step: str, num_processes: int | None) -> int:
+    """--num-processes, else the scale's per-step or global count, else 1; anything but an int >= 1 is refused."""
+    if num_processes is None:
+        num_processes = cfg.get("num_processes_per_step", {}).get(step) or cfg.get("num_processes", 1)
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"number of processes must be an integer >= 1, got {num_processes!r}")
+    return num_processes
+
+
 def plan_for(step: str, scale: str, params: dict | None = None, num_processes: int | None = None):
     """The memory plan of a training step at a scale (None for steps that do not train on GPUs)."""
     from .planner import plan
@@ -82,7 +91,7 @@ def plan_for(step: str, scale: str, params: dict | None = None, num_processes: i
     config = load_scale(scale)
     cfg = config.get("launch", {})
     p = {**step_params(scale, step), **(params or {})}
-    n = num_processes or cfg.get("num_processes_per_step", {}).get(step) or cfg.get("num_processes", 1)
+    n = process_count(cfg, step, num_processes)
     sharded = any(k in str(cfg.get("accelerate_config", "")) for k in ("zero3", "fsdp"))
     common = dict(n_gpus=n, sharded=sharded, gpu_gib=cfg.get("gpu_memory_gib", 80))
     if step == "rm-train":

@@ -9,6 +9,7 @@ import json
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -122,8 +123,26 @@ class HTTPError(RuntimeError):
     pass
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
+class CredentialSafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects as urllib does, but never carry the Authorization header (the API key) to
+    another origin: another host, port or scheme (an https -> http downgrade included)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(new.full_url) != origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
 class OpenAICompatibleLLM(LLM):
-    """Chat completions over HTTP (a vLLM server, a hosted model) with concurrency, retries and timeouts."""
+    """Chat completions over HTTP (a vLLM server, a hosted model) with concurrency, retries and timeouts.
+    The API key is sent to base_url's origin only: a redirect to another origin is followed without it."""
 
     RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -132,6 +151,7 @@ class OpenAICompatibleLLM(LLM):
         self.base_url, self.model_id = base_url.rstrip("/"), model
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
         self.max_retries, self.backoff = max_retries, backoff
+        self._opener = urllib.request.build_opener(CredentialSafeRedirects())
 
     def _body(self, messages, params: GenParams) -> dict:
         body = {"model": self.model_id, "messages": messages, "max_tokens": params.max_new_tokens,
@@ -152,7 +172,7 @@ class OpenAICompatibleLLM(LLM):
         last = None
         for attempt in range(self.max_retries + 1):
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                with self._opener.open(request, timeout=self.timeout) as resp:
                     return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}: {exc.read()[:300]!r}"

@@ -1,22 +1,65 @@
 """Run the numbered notebooks with papermill: the batch path is the interactive path."""
 from __future__ import annotations
 
+import ast
+import inspect
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
+from .ids import quote
 from .provenance import DATA_DIR
+
+_NOTHING = inspect.Parameter.empty
 
 NOTEBOOK_DIR = DATA_DIR.parent / "notebooks"
 
 
 def notebook_path(name: str) -> Path:
-    """'01' or '01_rubric_generation' or a file name -> the notebook in notebooks/."""
-    matches = sorted(NOTEBOOK_DIR.glob(f"{name}*.ipynb"))
+    """'01' or '01_rubric_generation' or a file name -> the notebook in notebooks/ (a name is a plain
+    prefix of exactly one notebook: no glob characters, no folders)."""
+    known = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    stem = name[:-len(".ipynb")] if name.endswith(".ipynb") else name
+    matches = [p for p in known if stem and p.stem.startswith(stem)] if re.fullmatch(r"[A-Za-z0-9_.-]+", stem) else []
+    exact = [p for p in matches if p.stem == stem]
+    matches = exact or matches
     if len(matches) != 1:
-        known = ", ".join(p.stem for p in sorted(NOTEBOOK_DIR.glob("*.ipynb")))
-        raise ValueError(f"notebook {name!r} matches {len(matches)} files (known: {known})")
+        raise ValueError(f"notebook {quote(name)} matches {len(matches)} notebooks; give a unique prefix of one of: "
+                         f"{', '.join(p.stem for p in known)}")
     return matches[0]
+
+
+def notebook_parameters(path: str | Path) -> dict:
+    """{name: default} of the notebook's cell tagged "parameters" (simple assignments, literal defaults)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell.get("source", []))
+            out = {}
+            for node in ast.parse(source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        try:
+                            out[t.id] = ast.literal_eval(node.value) if node.value is not None else None
+                        except ValueError:
+                            out[t.id] = None
+            return out
+    return {}
+
+
+def check_notebook_params(path: str | Path, params: dict) -> None:
+    """Raise ValueError for parameters the notebook does not declare or values of the wrong type
+    (the type of the declared default; a None default takes anything)."""
+    from .params import params_problems
+
+    declared = notebook_parameters(path)
+    hints = {k: _NOTHING if v is None else float if isinstance(v, float) else type(v) for k, v in declared.items()}
+    problems = params_problems(params, hints, f"notebook {Path(path).stem}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def run_notebook(name: str, workspace: str | Path, parameters: dict | None = None, *, timeout: int = 3600) -> Path:
@@ -24,6 +67,7 @@ def run_notebook(name: str, workspace: str | Path, parameters: dict | None = Non
     import papermill as pm
 
     src = notebook_path(name)
+    check_notebook_params(src, parameters or {})
     workspace = Path(workspace).resolve()
     out = workspace / "notebooks" / src.name
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ loaded), per training GPU:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def plan(kind: str, *, policy: str, reward: str | None = None, lora: bool = True
     """Per-GPU memory for ``kind`` = "rm" (reward-model training) or "grpo" (policy + frozen RM)."""
     if kind not in ("rm", "grpo"):
         raise ValueError(f"kind must be 'rm' or 'grpo', got {kind!r}")
+    for name, value, low in (("n_gpus", n_gpus, 1), ("lora_r", lora_r, 1), ("micro_batch", micro_batch, 1),
+                             ("seq_len", seq_len, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value, low, high in (("gpu_gib", gpu_gib, 0, math.inf), ("vllm_colocate", vllm_colocate, 0, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high or (
+                name == "gpu_gib" and not 0 < value < math.inf):
+            raise ValueError(f"{name} must be a number in {'(0, inf)' if name == 'gpu_gib' else '[0, 1]'}, got {value!r}")
     a = arch_of(policy)
     shard = n_gpus if sharded else 1
     comp: dict[str, float] = {}

@@ -16,11 +16,17 @@ the HealthBench convention for negative items. Every problem found is reported a
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from .ids import escape, id_problem, quote
 
 TIERS = ("proficiency", "bonus", "veto")
 ROLES = ("system", "user", "assistant")
@@ -29,6 +35,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # a single record larger than this is refused,
 CHECK_KEYS = ("mention_any", "mention_all", "mention_none", "min_words", "max_words", "min_list_items")
 CRITERION_KEYS = ("id", "tier", "text", "weight", "dimension", "adheres", "violates", "check", "provenance")
 RUBRIC_KEYS = ("id", "instruction", "category", "specialty", "criteria", "provenance")
+_FLOAT_MAX = sys.float_info.max
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,8 +184,8 @@ class Problem:
     path: str
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+    def __str__(self) -> str:  # one line whatever the data held (see ids.escape)
+        return f"{escape(self.file)}:{self.line}: {escape(self.path)}: {escape(self.message)}"
 
 
 class RubricError(ValueError):
@@ -193,7 +200,10 @@ class RubricError(ValueError):
 # Field checks (return a list of (field.path, message))
 # ----------------------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """An int or float that converts to a float (an int past 1.8e308 does not, so it is no number here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return not isinstance(v, int) or abs(v) <= _FLOAT_MAX
 
 
 def _nonempty_str(v: Any) -> bool:
@@ -218,7 +228,7 @@ def messages_problems(value: Any, path: str) -> list[tuple[str, str]]:
             out.append((p, "must be an object with role and content"))
             continue
         if m.get("role") not in ROLES:
-            out.append((f"{p}.role", f"must be one of {', '.join(ROLES)}, got {m.get('role')!r}"))
+            out.append((f"{p}.role", f"must be one of {', '.join(ROLES)}, got {quote(m.get('role'))}"))
         if not _nonempty_str(m.get("content")):
             out.append((f"{p}.content", "must be a non-empty string"))
         out += _unknown_keys(m, ("role", "content"), f"{p}.")
@@ -251,11 +261,12 @@ def criterion_problems(c: Any, path: str) -> list[tuple[str, str]]:
     if not isinstance(c, dict):
         return [(path, "must be an object")]
     out = _unknown_keys(c, CRITERION_KEYS, f"{path}.")
-    if not _nonempty_str(c.get("id")):
-        out.append((f"{path}.id", "missing or empty (a non-empty string is required)"))
+    bad_id = id_problem(c.get("id"))
+    if bad_id:
+        out.append((f"{path}.id", bad_id))
     tier = c.get("tier")
     if tier not in TIERS:
-        out.append((f"{path}.tier", f"unknown tier {tier!r} (expected one of: {', '.join(TIERS)})"))
+        out.append((f"{path}.tier", f"unknown tier {quote(tier)} (expected one of: {', '.join(TIERS)})"))
     if not _nonempty_str(c.get("text")):
         out.append((f"{path}.text", "missing or empty (a non-empty string is required)"))
     weight = c.get("weight")
@@ -283,8 +294,9 @@ def rubric_problems(obj: Any) -> list[tuple[str, str]]:
     if not isinstance(obj, dict):
         return [("<record>", f"must be a JSON object, got {type(obj).__name__}")]
     out = _unknown_keys(obj, RUBRIC_KEYS, "")
-    if not _nonempty_str(obj.get("id")):
-        out.append(("id", "missing or empty (a non-empty string is required)"))
+    bad_id = id_problem(obj.get("id"))
+    if bad_id:
+        out.append(("id", bad_id))
     instruction = obj.get("instruction")
     if isinstance(instruction, str):
         if not instruction.strip():
@@ -308,7 +320,7 @@ def rubric_problems(obj: Any) -> list[tuple[str, str]]:
         cid = c.get("id") if isinstance(c, dict) else None
         if isinstance(cid, str):
             if cid in seen:
-                out.append((f"criteria[{i}].id", f"duplicate criterion id {cid!r} (first at criteria[{seen[cid]}])"))
+                out.append((f"criteria[{i}].id", f"duplicate criterion id {quote(cid)} (first at criteria[{seen[cid]}])"))
             else:
                 seen[cid] = i
     weights = [
@@ -328,12 +340,30 @@ def rubric_problems(obj: Any) -> list[tuple[str, str]]:
 # JSONL reading
 # ----------------------------------------------------------------------------------------------
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line_number, object, error) for each non-blank line; object is None on error."""
+    """Yield (line_number, object, error) for each non-blank line; object is None on error.
+
+    Reads are bounded: at most MAX_LINE_BYTES + 1 bytes of a line are held in memory (a longer line
+    is measured and skipped), and a device or socket is refused (OSError) before anything is read.
+    """
     path = Path(path)
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        mode = os.fstat(fh.fileno()).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise OSError(errno.EINVAL, "not a regular file or a pipe")
+        number = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
             if len(raw) > MAX_LINE_BYTES:
-                yield number, None, f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit"
+                size = len(raw)
+                while not raw.endswith(b"\n"):
+                    raw = fh.readline(1 << 20)
+                    if not raw:
+                        break
+                    size += len(raw)
+                yield number, None, f"line is {size} bytes, over the {MAX_LINE_BYTES}-byte limit"
                 continue
             try:
                 text = raw.decode("utf-8")
@@ -343,13 +373,44 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
             if not text.strip():
                 continue
             try:
-                yield number, json.loads(text, parse_constant=_reject_constant), None
+                yield number, loads(text), None
             except (ValueError, RecursionError) as exc:
                 yield number, None, f"malformed JSON: {exc}"
 
 
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: NaN/Infinity, numbers beyond the float range (1e999) and objects with a repeated
+    key are errors (ValueError), because
+    "the last value wins" would let a second ``"tier"`` silently turn a veto into a bonus."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_range_int,
+                      object_pairs_hook=_unique_keys)
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _float_range_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _FLOAT_MAX:
+        raise ValueError(f"number {text[:40]}... is out of the float range")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of the float range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {quote(dup)} in one object")
+    return out
 
 
 def is_healthbench_record(obj: Any) -> bool:
@@ -381,7 +442,7 @@ def file_problems(path: str | Path) -> list[Problem]:
         rid = obj.get(id_key) if isinstance(obj, dict) else None
         if isinstance(rid, str):
             if rid in seen:
-                problems.append(Problem(name, line, id_key, f"duplicate id {rid!r} (first on line {seen[rid]})"))
+                problems.append(Problem(name, line, id_key, f"duplicate id {quote(rid)} (first on line {seen[rid]})"))
             else:
                 seen[rid] = line
     return problems

@@ -8,12 +8,14 @@ veto, because "unknown" must never read as "safe".
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
 from .rubric import Rubric
 
 S1_TOLERANCE = 1e-9
+MAX_PARAMETER = 1e6  # alpha, beta, lam beyond this would only serve to overflow the reward to +-inf
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,10 @@ class RewardConfig:
     def __post_init__(self):
         for name in ("alpha", "beta", "lam"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= sys.float_info.max:  # NaN, inf and ints past the float range
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
+            if abs(v) > MAX_PARAMETER:
+                raise ValueError(f"{name} must be at most {MAX_PARAMETER:g} in size, got {v!r} (the reward must stay finite)")
         if not 0 <= self.alpha < 1:
             raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {self.alpha}")
         if not self.beta > 0:
