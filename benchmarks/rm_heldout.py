@@ -56,7 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--train-source", choices=("bench", "train"), default="bench")
-    ap.add_argument("--train-prompts", type=int, default=20)
+    ap.add_argument("--train-prompts", type=int, default=20, help="with --train-source bench")
+    ap.add_argument("--eval-prompts", type=int, default=None, help="evaluate on the first n held-out prompts (default all)")
+    ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top n layers (default all)")
     ap.add_argument("--eval-at", default="20,40", help="comma-separated training steps to evaluate at")
     ap.add_argument("--batch-size", type=int, default=1, help="prompts per step")
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -90,6 +92,9 @@ def main() -> None:
         if not path.is_file():
             sys.exit(f"rm_heldout: no training candidates at {path}")
         train_rubrics, train_cands, eval_cands = load_split("train"), read_jsonl(path), gold
+    if args.eval_prompts:
+        keep = list(dict.fromkeys(c["prompt_id"] for c in eval_cands))[:args.eval_prompts]
+        eval_cands = [c for c in eval_cands if c["prompt_id"] in set(keep)]
     eval_rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in eval_cands}]
     dd, card = build_datasets(train_rubrics, train_cands)
     print(f"train: {len({c['prompt_id'] for c in train_cands})} prompts, {len(train_cands)} candidates, "
@@ -101,6 +106,7 @@ def main() -> None:
     config = RMConfig(model=args.model, question=args.question, lr=args.lr, batch_size=args.batch_size,
                       bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
                       disagree_weight=args.disagree_weight, max_length=args.max_length, seed=args.seed,
+                      lora_layers=args.lora_layers,
                       save_every=10_000)
     rm = CriteriaRewardModel.load(config)
     swap = shuffled_criteria(eval_rubrics, seed=args.seed)

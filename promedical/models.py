@@ -164,12 +164,22 @@ def generate_text(model, tokenizer, messages: list[dict], *, max_new_tokens: int
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+def top_layers(model, n: int | None) -> list[int] | None:
+    """Indices of the last ``n`` decoder layers (None: every layer). LoRA on the top layers only means
+    the backward pass stops at the lowest adapted layer: cheaper steps on a CPU."""
+    if not n:
+        return None
+    total = model.config.get_text_config().num_hidden_layers
+    return list(range(max(total - n, 0), total))
+
+
 def load_for_lora(spec: str, backend: str, *, r: int, alpha: int, target_modules: list[str], seed: int,
-                  dropout: float = 0.0, max_seq_length: int = 4096, wrap: bool = True):
+                  dropout: float = 0.0, max_seq_length: int = 4096, wrap: bool = True, layers: int | None = None):
     """(model, tokenizer, LoraConfig or None) for LoRA training with either backend.
 
     "unsloth": FastLanguageModel, with its LoRA already applied when ``wrap`` (config None);
     "peft": the plain model and the LoraConfig to apply (by ``get_peft_model`` or a TRL trainer).
+    ``layers``: adapt only the top n decoder layers (None: all).
     """
     if backend == "unsloth":
         from unsloth import FastLanguageModel
@@ -179,11 +189,13 @@ def load_for_lora(spec: str, backend: str, *, r: int, alpha: int, target_modules
         if wrap:
             model = FastLanguageModel.get_peft_model(model, r=r, lora_alpha=alpha, lora_dropout=dropout,
                                                      target_modules=target_modules, bias="none",
+                                                     layers_to_transform=top_layers(model, layers),
                                                      use_gradient_checkpointing=False, random_state=seed)
         return model, tokenizer, None
     from peft import LoraConfig
 
     model, tokenizer = load_model(spec)
     return model, tokenizer, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                                        bias="none", task_type="CAUSAL_LM")
+                                        layers_to_transform=top_layers(model, layers), bias="none",
+                                        task_type="CAUSAL_LM")
 

@@ -69,6 +69,7 @@ class RMConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    lora_layers: int | None = None  # adapt only the top n decoder layers (None: all): the backward stops there
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: float = 2e-4
     epochs: int = 1
@@ -130,7 +131,7 @@ class CriteriaRewardModel:
         model, tokenizer, lora = load_for_lora(
             config.model, config.backend, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
             target_modules=config.target_modules, seed=config.seed, max_seq_length=config.max_length,
-            wrap=adapter is None)
+            wrap=adapter is None, layers=config.lora_layers)
         if adapter is None and lora is not None:
             from peft import get_peft_model
 
