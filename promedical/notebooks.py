@@ -11,8 +11,9 @@ NOTEBOOK_DIR = DATA_DIR.parent / "notebooks"
 
 
 def notebook_path(name: str) -> Path:
-    """'01' or '01_rubric_generation' or a file name -> the notebook in notebooks/."""
-    matches = sorted(NOTEBOOK_DIR.glob(f"{name}*.ipynb"))
+    """'01' or '01_rubric_generation' or a file name -> the notebook in notebooks/ ('02' is not '02b_…')."""
+    every = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    matches = [p for p in every if name in (p.name, p.stem)] or [p for p in every if p.stem.startswith(f"{name}_")]
     if len(matches) != 1:
         known = ", ".join(p.stem for p in sorted(NOTEBOOK_DIR.glob("*.ipynb")))
         raise ValueError(f"notebook {name!r} matches {len(matches)} files (known: {known})")
