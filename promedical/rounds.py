@@ -26,11 +26,15 @@ RESOLVED = ("approved", "rejected")
 
 
 def round_pool(store: RubricStore, base: list[Rubric] | None = None) -> FewShotPool:
-    """Few-shot pool for the next round: ``base`` (default: the training split) + approved rubrics."""
+    """Few-shot pool for the next round: approved rubrics + ``base`` (default: the training split).
+
+    An approved rubric replaces a base rubric of the same id (drafts of training instructions keep
+    the instruction's id), so the reviewed version is the example the next round sees.
+    """
     from .data import load_split
 
-    pool = FewShotPool(load_split("train") if base is None else base)
-    pool.add(store.rubrics(status="approved"))
+    pool = FewShotPool(store.rubrics(status="approved"))  # first: a reviewed rubric wins over a base one of its id
+    pool.add(load_split("train") if base is None else base)
     return pool
 
 

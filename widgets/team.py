@@ -86,6 +86,7 @@ class TeamReviewer(RubricReviewer):
         for b in (self.save_button, self.rebase_button):
             b.layout.display = "none"
         self.approve_button.description = "Approve rubric (Shift+A)"
+        self.approve_button.layout.width = "auto"
         self.reject_button.description = "Reject rubric"
         self.next_button.description = "Next ▶ (n)"
         self.prev_button.description = "◀ Previous (p)"
@@ -199,7 +200,15 @@ class AdjudicationView:
         names = sbs["reviewers"]
         self.base.options = names
         self.base.value = names[0]
-        head = W.HTML(table(["criterion", "field", "draft"] + names + ["take"], []))
+        cols = "".join(f"<col style='width:{w}%'>" for w in [9, 9] + [82 // (len(names) + 1)] * (len(names) + 1))
+
+        def line_of(cells, style="", tag="td"):
+            inner = "".join(f"<{tag} style='vertical-align:top;overflow-wrap:anywhere'>{c}</{tag}>" for c in cells)
+            return W.HTML(f"<table class='pm-table' style='table-layout:fixed;width:100%'><colgroup>{cols}</colgroup>"
+                          f"<tr{style}>{inner}</tr></table>", layout=W.Layout(width="85%"))
+
+        head = W.HBox([line_of([esc(h) for h in ["criterion", "field", "draft"] + names], tag="th"),
+                       W.HTML("<b>take</b>")])
         rows, self.pick = [head], {}
         for row in sbs["rows"]:
             cid, field = row["criterion"], row["field"]
@@ -207,9 +216,7 @@ class AdjudicationView:
                    else cid if field == "criterion" else f"{cid}.{field}")
             cells = [cid or "(rubric)", field, row["draft"]] + [row["values"][n] for n in names]
             style = "" if row["agree"] else " style='background:#fff4d6'"
-            html = "<tr%s>%s</tr>" % (style, "".join(f"<td style='min-width:9em;max-width:28em'>{esc(v) if v != ABSENT else '<i>(removed)</i>'}</td>"
-                                                    for v in cells))
-            line = W.HTML(f"<table class='pm-table'>{html}</table>", layout=W.Layout(width="85%"))
+            line = line_of([esc(v) if v != ABSENT else "<i>(removed)</i>" for v in cells], style)
             if row["agree"]:
                 rows.append(W.HBox([line, W.HTML("<small>agree</small>")]))
                 continue
