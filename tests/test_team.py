@@ -286,3 +286,35 @@ def test_batch_review_files_per_reviewer(team, tmp_path):
     fb.write_text(json.dumps({"rubric_id": "r1", "reviewer": "ben", "decision": "approve", "remove": ["b1"]}) + "\n")
     assert submit_review_records(store, t, fb, reviewer="ben") == {"submitted": 1, "finalized": ["r1"]}
     assert store.latest("r1").action == "consensus"
+
+
+# -- the `review` command: one line on stderr for bad arguments, never a traceback ------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--workspace", "/nonexistent/ws", "--reviewer", "ana"], "is not a folder"),
+    (["--workspace", "{ws}", "--reviewer", "  "], "give your name"),
+    (["--workspace", "{ws}", "--reviewer", "ana", "--round", "7"], "no round 7"),
+    (["--workspace", "{ws}", "--reviewer", "ana", "--port", "70000"], "not a TCP port"),
+    (["--workspace", "{empty}", "--reviewer", "ana"], "holds no review round"),
+])
+def test_review_command_bad_arguments(tmp_path, capsys, argv, message):
+    from promedical.cli import main
+    from promedical.pipeline import open_store
+
+    ws, empty = tmp_path / "ws", tmp_path / "empty"
+    empty.mkdir()
+    store = open_store(ws)
+    open_round(store, TeamStore(store), [rub("r1")], round_pool(store, base=[]))
+    rc = main(["review"] + [a.format(ws=ws, empty=empty) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_review_command_corrupt_team_file(tmp_path, capsys):
+    from promedical.cli import main
+
+    (tmp_path / "rubrics").mkdir()
+    RubricStore(tmp_path / "rubrics").save(rub("r1"), author="x")
+    (tmp_path / "rubrics" / "team.sqlite").write_bytes(b"not a database at all" * 100)
+    assert main(["review", "--workspace", str(tmp_path), "--reviewer", "ana"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a team-review file" in err and len(err.splitlines()) == 1

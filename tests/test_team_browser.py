@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,6 +138,10 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
         try:
             ctx_a, ana = open_app(browser, url_ana, log_ana)
             ctx_b, ben = open_app(browser, url_ben, log_ben)
+            # bound to 127.0.0.1; without the token the app is not served (login page instead)
+            assert url_ana.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(url_ana.split("?")[0], timeout=30) as resp:
+                assert "/login" in resp.geturl() and "pm-team-app" not in resp.read().decode()
             # no code anywhere: Voilà shows outputs only
             assert ana.locator(".jp-InputArea-editor, .jp-InputPrompt").count() == 0
             for page in (ana, ben):
