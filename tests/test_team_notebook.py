@@ -64,3 +64,30 @@ def test_team_review_notebook_batch(tmp_path):
     assert c not in pool
     print(f"\nbatch round 1: pass rate {m['pass_rate']:.3f}, edit rate per tier {m['edit_rate_per_tier']}, "
           f"criterion kappa {ag['kappa']:.3f}, alpha {ag['alpha']:.3f}, observed {ag['observed_agreement']:.3f}")
+
+
+def test_draft_round_drafts_with_the_approved_rubrics_as_few_shot(tmp_path):
+    """Round 2 is drafted by a real (tiny, random-weight) model with the pool that holds round 1's approved rubric."""
+    from conftest import torch_threads
+    from promedical.llm import GenParams, TransformersLLM
+    from promedical.queues import BlindReviewSession, assign
+    from promedical.rounds import draft_round, open_round
+
+    store = open_store(tmp_path / "ws")
+    team = TeamStore(store)
+    train = load_split("train")
+    first = replace(train[0], id="round1-" + train[0].id)
+    open_round(store, team, [first], round_pool(store))
+    assign(store, team, {first.id: ["ana"]})
+    BlindReviewSession(store, team, first.id, "ana", autosave=False).save("approved")
+    with torch_threads(1):
+        llm = TransformersLLM("tiny-qwen3")
+        n = draft_round(store, team, [train[0], train[1]], llm, tmp_path / "round2.jsonl", k=1,
+                        params=GenParams(max_new_tokens=48))
+    assert n == 2
+    results = [json.loads(line) for line in (tmp_path / "round2.jsonl").read_text().splitlines()]
+    # the same instruction drafted again: the reviewed rubric of round 1 is its few-shot example
+    assert results[0]["id"] == train[0].id and results[0]["few_shot"] == [first.id]
+    assert first.id in team.round(2)["pool_ids"]
+    valid = [r["id"] for r in results if r["rubric"]]
+    assert team.round(2)["rubric_ids"] == valid and all(store.latest(i).status == "draft" for i in valid)
