@@ -27,6 +27,9 @@ def _pending(store: RubricStore, team: TeamStore, rnd: int, rid: str) -> list[Re
     reviews = team.reviews(rnd, rubric_id=rid)
     if len(assigned) < 2 or len(reviews) < len(assigned) or team.adjudications(rnd, rid) or reviews_agree(reviews):
         return None
+    latest = store.latest(rid)
+    if latest is None or latest.revision != assigned[0].base_revision:
+        return None  # the store moved on (resolved, or edited outside the round): nothing to adjudicate here
     return reviews
 
 

@@ -11,7 +11,7 @@ from promedical.queues import (BlindReviewSession, assign, finalize, plan_assign
 from promedical.review import ReviewSession, cohens_kappa
 from promedical.rounds import open_round, round_metrics, round_pool, rounds_figure, rounds_table
 from promedical.rubric import Rubric, RubricError
-from promedical.store import RubricStore, StaleRevisionError
+from promedical.store import RubricStore
 from promedical.team import TeamError, TeamStore
 from conftest import make_rubric
 
@@ -234,9 +234,10 @@ def test_resolve_is_refused_when_the_store_moved(team):
     _disagree(store, t)
     s = ReviewSession(store, "r2", "outsider")
     s.save("in_review")
-    with pytest.raises(StaleRevisionError):
+    assert disagreements(store, t) == []  # the store moved on: no longer offered for adjudication
+    with pytest.raises(TeamError, match="not waiting"):
         resolve(store, t, "r2", "cy", "pick ben", choice="ben")
-    assert t.adjudications() == []
+    assert t.adjudications() == [] and store.latest("r2").author == "outsider"
 
 
 # -- rounds -------------------------------------------------------------------------------------

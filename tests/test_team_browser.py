@@ -4,7 +4,8 @@
    AND ben (blind double review), B to ana, C to ben.
 2. Two Voilà servers, as ``promedical review`` starts them (127.0.0.1, a token), one per reviewer,
    and two browser contexts of Debian's ``/usr/bin/chromium`` (Playwright; no browser download).
-3. Both open rubric A at once: both see the draft. ana edits p1's text and approves with Shift+A;
+3. Both open rubric A at once: both see the draft. ana edits p1's text, reloads the page (the edit
+   comes back from the autosave) and approves with Shift+A;
    ben — still looking at the draft — rejects criterion b1 with the keyboard (j…, r) and approves.
    Both reviews land in the team file; the store's latest revision of A is still the draft.
 4. Agreement is computed (Cohen's kappa and Krippendorff's alpha) from the two reviews.
@@ -154,6 +155,11 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
             ta.fill(ana_p1)
             ta.press("Tab")
             wait_text(ana.locator(".pm-team-reviewer .pm-diff"), ana_p1, "ana's edit in the diff", log_ana)
+            # nothing typed is lost: a reload (a new kernel) restores the edit from the autosave
+            ana.reload()
+            ana.locator(".pm-team-app").wait_for(timeout=APP_S * 1000)
+            wait_text(ana.locator(".pm-team-reviewer .pm-status"), "restored unsaved edits", "autosave", log_ana)
+            assert ana.locator(".pm-team-reviewer .pm-cid-p1 .pm-criterion-text textarea").input_value() == ana_p1
             keys(ana, "Shift+A")
             wait_text(ana.locator(".pm-team-reviewer .pm-status"), "submitted review #1", "ana's submission", log_ana)
             wait_text(ana.locator(".pm-team-reviewer .pm-progress"), "1 / 2 submitted", "ana's progress", log_ana)

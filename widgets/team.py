@@ -102,7 +102,9 @@ class TeamReviewer(RubricReviewer):
         self._verbose += [self.renormalise_button, self.diff, self.history, self.weights]
         self._verbose += [k for k in kids if isinstance(k, W.HTML) and k.value in (
             "<b>Changes against the stored revision</b>", "<b>History</b>")]
+        said = self.status.value  # e.g. "restored unsaved edits": keep it through the re-render
         self._render(rebuild=True)
+        self.status.value = said
 
     # hooks of RubricReviewer
     def _first_index(self, statuses: dict) -> int:
