@@ -107,7 +107,7 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
     (url_ana, log_ana), (url_ben, log_ben) = servers("ana"), servers("ben")
 
     def open_app(browser, url, log):
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1500})
         page = ctx.new_page()
         page.set_default_timeout(ROUND_TRIP_S * 1000)
         deadline = time.monotonic() + APP_S
@@ -163,6 +163,7 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
             keys(ana, "Shift+A")
             wait_text(ana.locator(".pm-team-reviewer .pm-status"), "submitted review #1", "ana's submission", log_ana)
             wait_text(ana.locator(".pm-team-reviewer .pm-progress"), "1 / 2 submitted", "ana's progress", log_ana)
+            ana.locator(".pm-team-reviewer .pm-status").scroll_into_view_if_needed()
             shot(ana, "2_queue_ana_after_submit")
 
             # ben still sees the draft (blind), even after a reload
