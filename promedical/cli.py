@@ -380,6 +380,31 @@ def add_param_args(p: argparse.ArgumentParser, json_object: bool = True) -> None
     p.add_argument("-p", "--param", action="append", default=[], help="KEY=VALUE (VALUE parsed as JSON when it can be)")
 
 
+# -- review: the team review app (issue 17) ------------------------------------------------------------
+def cmd_review(args) -> int:
+    from .review_app import check_workspace, serve
+
+    try:
+        check_workspace(args.workspace, args.reviewer, args.round)
+        if args.port is not None and not 1 <= args.port <= 65535:
+            raise ValueError(f"--port: {args.port} is not a TCP port (1-65535)")
+    except ValueError as exc:
+        print(f"promedical review: {exc}", file=sys.stderr)
+        return 2
+    return serve(args.workspace, args.reviewer, args.round, port=args.port, open_browser=not args.no_browser)
+
+
+def add_review_parser(sub) -> None:
+    p = sub.add_parser("review", help="open the team review app (Voila, 127.0.0.1, token) for one reviewer")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--reviewer", required=True, help="your name, as the round's assignments spell it")
+    p.add_argument("--round", type=int, default=None, help="round number (default: the latest)")
+    p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
+    p.set_defaults(func=cmd_review)
+# -- end review ----------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="promedical", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -445,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="full", type=scale_name)
     p.add_argument("--num-processes", type=positive_int, default=None)
     p.set_defaults(func=cmd_plan)
+    add_review_parser(sub)
     return parser
 
 

@@ -19,12 +19,12 @@ NOTEBOOK_DIR = DATA_DIR.parent / "notebooks"
 
 def notebook_path(name: str) -> Path:
     """'01' or '01_rubric_generation' or a file name -> the notebook in notebooks/ (a name is a plain
-    prefix of exactly one notebook: no glob characters, no folders)."""
+    prefix of exactly one notebook: no glob characters, no folders; '02' is 02_… rather than 02b_…)."""
     known = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
     stem = name[:-len(".ipynb")] if name.endswith(".ipynb") else name
     matches = [p for p in known if stem and p.stem.startswith(stem)] if re.fullmatch(r"[A-Za-z0-9_.-]+", stem) else []
-    exact = [p for p in matches if p.stem == stem]
-    matches = exact or matches
+    matches = ([p for p in matches if p.stem == stem] or [p for p in matches if p.stem.startswith(f"{stem}_")]
+               or matches)
     if len(matches) != 1:
         raise ValueError(f"notebook {quote(name)} matches {len(matches)} notebooks; give a unique prefix of one of: "
                          f"{', '.join(p.stem for p in known)}")

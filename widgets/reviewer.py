@@ -158,8 +158,15 @@ class RubricReviewer:
             self.status, self.problems, W.HTML("<b>Changes against the stored revision</b>"), self.diff,
             W.HTML("<b>History</b>"), self.history])
         self.widget.add_class("pm-reviewer-app")
-        self.index = next((i for i, rid in enumerate(self.ids) if statuses[rid] not in DONE), 0)
+        self.index = self._first_index(statuses)
         self._open(self.index)
+
+    def _first_index(self, statuses: dict) -> int:
+        """Where the queue opens: the first rubric not approved or rejected yet."""
+        return next((i for i, rid in enumerate(self.ids) if statuses[rid] not in DONE), 0)
+
+    def _session(self, rubric_id: str, reviewer: str) -> ReviewSession:
+        return ReviewSession(self.store, rubric_id, reviewer)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -175,7 +182,7 @@ class RubricReviewer:
             self._say("enter your name as reviewer first", error=True)
             return
         self.index = index
-        self.session = ReviewSession(self.store, self.ids[index], name)
+        self.session = self._session(self.ids[index], name)
         self._show_comment()
         self._render(rebuild=True)
         if self.session.restored:
