@@ -104,7 +104,7 @@ CASES = [
     (["demo", "--scale", "nope"], "no scale config"),
     (["demo", "--scale", "{bad_yaml}"], "malformed YAML"),
     (["notebook"], "required: name"),
-    (["notebook", "0"], "matches 6 notebooks"),
+    (["notebook", "0"], "notebooks; give a unique prefix"),
     (["notebook", "zz"], "matches 0 notebooks"),
     (["notebook", "0*"], "matches 0 notebooks"),
     (["notebook", "../notebooks/01"], "matches 0 notebooks"),
