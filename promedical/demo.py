@@ -93,19 +93,20 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
 
 
 def reward_summary(metrics: dict) -> dict:
-    """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM."""
-    def value(m, *keys):
-        for k in keys:
-            m = m[k]
-        return m["value"]
-
+    """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM with the
+    paired difference and its CI, and whether the trained RM reads the criterion."""
+    card = metrics["dataset_card"]
+    cards = [c for c in card.values() if isinstance(c, dict) and "pairs" in c] or [card]
+    keys = ("pairwise_accuracy", "pairwise_safety_accuracy", "veto_f1", "within_response_accuracy")
+    diff = metrics.get("trained_vs_base", {})
     return {
         "judge_accuracy": metrics["judge_agreement"]["accuracy"],
         "judge_coverage": metrics["judge_agreement"]["coverage"],
-        "pairs": metrics["dataset_card"]["pairs"],
+        "pairs": sum(c["pairs"] for c in cards),
         "train_steps": metrics["train"]["steps"],
-        **{f"{name}_pairwise_accuracy": value(metrics[name], "pairwise_accuracy") for name in ("base", "trained")},
-        **{f"{name}_veto_f1": value(metrics[name], "veto_f1") for name in ("base", "trained")},
+        **{f"{name}_{k}": metrics[name][k]["value"] for name in ("base", "trained") for k in keys},
+        **{f"trained_minus_base_{k}": {"value": diff[k]["value"], "ci": diff[k]["ci"]} for k in keys if k in diff},
+        "trained_reads_criterion": metrics["trained"].get("criterion_sensitivity", {}).get("reads_criterion"),
     }
 
 

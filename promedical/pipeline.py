@@ -101,7 +101,8 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
                 n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
                 rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
-                rm_lr: float = 2e-4, rm_question: str = "good", seed: int = 0, train: bool = True,
+                rm_lr: float = 2e-4, rm_question: str = "good", rm_lora_layers: int | None = None, seed: int = 0,
+                train: bool = True,
                 progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
 
@@ -171,7 +172,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
         return metrics
 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, question=rm_question, max_steps=rm_steps,
-                      batch_size=rm_batch_size, lr=rm_lr, seed=seed)
+                      batch_size=rm_batch_size, lr=rm_lr, lora_layers=rm_lora_layers, seed=seed)
     rm = CriteriaRewardModel.load(config)
     eval_rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in gold}]
     swap = shuffled_criteria(eval_rubrics, seed=seed)

@@ -33,6 +33,20 @@ def curves_figure(history: list[dict]):
     return fig
 
 
+def rm_loss_figure(history: list[dict]):
+    """The reward model's loss and its terms per step (rows of reward/train_log.json "history")."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, name in (("loss", "total"), ("bt", "Bradley-Terry (pairs)"), ("bce", "pointwise BCE"),
+                      ("contrast", "within-response contrasts")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name)
+    fig.update_layout(title="Reward-model training loss", xaxis_title="step", yaxis_title="loss", height=380)
+    return fig
+
+
 def write_html(fig, path: str | Path) -> Path:
     """Self-contained HTML (plotly.js inlined: the report opens offline), written atomically."""
     return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
