@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="full")
     p.add_argument("--num-processes", type=int, default=None)
     p.set_defaults(func=cmd_plan)
+
+    # --- step 00: `ingest` and `curate` (promedical/corpus/cli.py) ---
+    from .corpus.cli import add_corpus_commands
+
+    add_corpus_commands(sub)
     return parser
 
 
