@@ -20,7 +20,7 @@ from .funnel import write_card, write_outputs
 from .ingest import ingest, iter_rows, read_rejects
 from .label import label, load_taxonomy
 from .split import contamination, split_audit, stratified_split
-from .store import data_dir, read_table
+from .store import data_dir, read_table, workspace_dir
 
 UNLABELLED = "unlabelled"
 
@@ -215,11 +215,8 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
 
 def step_data(workspace=None, *, progress: bool = True, llm=None, **params) -> dict:
     """00: ingest ``sources`` (when given) and curate, from one ``DataConfig`` built from ``params``."""
-    import os
-
     config = DataConfig.from_dict(params)
-    ws = Path(workspace or os.environ.get("PROMEDICAL_WORKSPACE") or Path(__file__).resolve().parents[2] / "runs" / "demo")
-    ws.mkdir(parents=True, exist_ok=True)
+    ws = workspace_dir(workspace)
     ingested = None
     if config.sources:
         ingested = ingest(config.sources, ws, columns=config.columns, max_chars=config.max_chars)

@@ -18,6 +18,13 @@ from pathlib import Path
 SPLITS = ("train", "bench")
 
 
+def workspace_dir(workspace: str | Path | None = None) -> Path:
+    """None -> $PROMEDICAL_WORKSPACE or runs/demo at the repo root (as the other steps resolve it); created."""
+    path = Path(workspace or os.environ.get("PROMEDICAL_WORKSPACE") or Path(__file__).resolve().parents[2] / "runs" / "demo")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def data_dir(workspace: str | Path) -> Path:
     return Path(workspace) / "data"
 
