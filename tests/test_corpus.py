@@ -116,6 +116,23 @@ def test_folder_json_and_saved_dataset_sources(tmp_path):
     assert table[1]["source"] == "saved" and table[1]["messages"] == [{"role": "user", "content": "How long does a migraine last?"}]
 
 
+def test_kit_rubrics_keep_their_rubrics_and_same_named_files_stay_apart(tmp_path):
+    """The shipped demo data as a user's corpus: two files both named rubrics.jsonl."""
+    train, bench = str(ROOT / "data" / "train" / "rubrics.jsonl"), str(ROOT / "data" / "bench" / "rubrics.jsonl")
+    result = ingest([train, bench], tmp_path)
+    assert result["added"] == 90 and result["problems"] == []
+    assert ingest([bench], tmp_path)["already"] == 30  # re-ingesting finds the same names again
+    curate(tmp_path, DataConfig(**FAST), progress=False)
+    rubrics = {r.id: r for r in instruction_rubrics(tmp_path, None)}
+    assert len(rubrics) == 90 and {i.split(":")[0] for i in rubrics} == {"rubrics", "bench/rubrics"}
+    r = rubrics["rubrics:tr-001"]
+    assert r.category == "triage_emergency" and len(r.criteria) == 8 and r.provenance["lineage"]["row"] == 1
+    funnel = read_funnel(tmp_path)
+    assert sum(v["bench"] for v in funnel["by_category"].values()) == round(0.2 * 90)
+    assert set(funnel["by_category"]) == {"chronic_disease", "medication", "mental_health", "paediatrics",
+                                          "test_results", "triage_emergency", "womens_health"}
+
+
 def test_shapes_healthbench_kit_rubric_options_and_errors():
     from conftest import make_rubric
 

@@ -326,9 +326,27 @@ def content_hash(messages: list[dict]) -> str:
 # ----------------------------------------------------------------------------------------------
 # Ingest into the workspace
 # ----------------------------------------------------------------------------------------------
-def iter_rows(spec: str, columns: dict | None = None, max_chars: int = 20000) -> Iterator[tuple[dict | None, dict | None]]:
-    """(instruction row, None) or (None, reject {"source", "row", "reason"}) for every row of a source."""
+def unique_name(name: str, label: str, taken: dict[str, str]) -> str:
+    """The source name for ``label``: its own name unless another path already has it, then parent/name."""
+    parts = Path(label).parts[:-1]
+    candidate, k = name, len(parts)
+    while taken.get(candidate, label) != label and k > 0:
+        k -= 1
+        candidate = f"{parts[k]}/{candidate}"
+    if taken.get(candidate, label) != label:
+        raise ValueError(f"{label}: source name {name!r} is taken by {taken[candidate]}")
+    taken[candidate] = label
+    return candidate
+
+
+def iter_rows(spec: str, columns: dict | None = None, max_chars: int = 20000,
+              taken: dict[str, str] | None = None) -> Iterator[tuple[dict | None, dict | None]]:
+    """(instruction row, None) or (None, reject {"source", "row", "reason"}) for every row of a source.
+    ``taken`` maps source names already in use to their paths: a second file with the same name
+    (train/rubrics.jsonl and bench/rubrics.jsonl) is named by its parent folder too."""
+    taken = {} if taken is None else taken
     for name, label, factory in expand_source(spec):
+        name = unique_name(name, label, taken)
         seen: dict[str, int] = {}
         for row, obj, err in factory(max_chars):
             try:
@@ -387,13 +405,14 @@ def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_ch
     d = data_dir(workspace)
     existing = read_table(d / "instructions.parquet")
     known = {r["id"] for r in existing}
+    taken = {r["source"]: r["path"] for r in existing}
     rejects = {(r["source"], r["row"]): r for r in read_rejects(workspace)}
     new_rows: list[dict] = []
     per_source, problems = [], []
     for spec in sources:
         counts = Counter()
         reasons = Counter()
-        for rec, bad in iter_rows(spec, columns, max_chars):
+        for rec, bad in iter_rows(spec, columns, max_chars, taken):
             counts["rows"] += 1
             if bad is not None:
                 counts["rejected"] += 1
