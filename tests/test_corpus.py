@@ -95,6 +95,13 @@ def test_parquet_source_with_column_overrides_and_bad_rows(tmp_path):
     assert table[0]["messages"] == [{"role": "system", "content": "Be brief."},
                                     {"role": "user", "content": rows[0]["query"]}]
     assert table[1]["messages"] == [{"role": "user", "content": rows[3]["query"]}]
+    # a corrupt file is one reject line; the other sources still go in, and the CLI exits 1
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    result = ingest([str(broken), MEDQA], ws)
+    assert result["problems"][0].startswith(f"{broken}:0: unreadable file: ArrowInvalid") and result["added"] == 6
+    out = _cli("ingest", str(broken), "--workspace", str(ws))
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [result["problems"][0]]
 
 
 def test_folder_json_and_saved_dataset_sources(tmp_path):

@@ -1,7 +1,8 @@
 """``promedical ingest`` and ``promedical curate``: step 00 from the command line.
 
 Exit codes as the rest of the CLI: 0 ok (rows skipped at ingest are reported, one ``PATH:ROW: reason``
-line each on stderr, and do not fail the command), 1 invalid input (one line), 2 usage.
+line each on stderr, and do not fail the command), 1 invalid input (one line; for ``ingest`` also a
+source none of whose rows could be used, after the other sources are in), 2 usage.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def cmd_ingest(args) -> int:
         print(f"{s['source']}: {s['rows']} rows, {s['added']} added, {s['already']} already ingested, "
               f"{s['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
     print(f"workspace {args.workspace}: {result['total']} instructions")
-    return 0
+    empty = [s["source"] for s in result["sources"] if s["rejected"] and not s["added"] + s["already"]]
+    return 1 if empty else 0  # a source with no usable row is invalid input (the others are in)
 
 
 def cmd_curate(args) -> int:

@@ -326,6 +326,16 @@ def content_hash(messages: list[dict]) -> str:
 # ----------------------------------------------------------------------------------------------
 # Ingest into the workspace
 # ----------------------------------------------------------------------------------------------
+def _guarded(rows):
+    """Rows of a reader; a file that breaks mid-way (corrupt Parquet, I/O error) ends with one reject line."""
+    row = 0
+    try:
+        for row, obj, err in rows:
+            yield row, obj, err
+    except Exception as exc:  # pyarrow, datasets and OS errors: report, keep the rows read so far
+        yield row + 1 if row else 0, None, f"unreadable file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+
 def unique_name(name: str, label: str, taken: dict[str, str]) -> str:
     """The source name for ``label``: its own name unless another path already has it, then parent/name."""
     parts = Path(label).parts[:-1]
@@ -348,7 +358,7 @@ def iter_rows(spec: str, columns: dict | None = None, max_chars: int = 20000,
     for name, label, factory in expand_source(spec):
         name = unique_name(name, label, taken)
         seen: dict[str, int] = {}
-        for row, obj, err in factory(max_chars):
+        for row, obj, err in _guarded(factory(max_chars)):
             try:
                 if err:
                     raise RowError(err)
