@@ -1,6 +1,7 @@
 """Step 00 throughput: the non-LLM funnel at growing corpus sizes, and the OpenAI backend's concurrency.
 
     python benchmarks/curation.py [--sizes 10000 30000 100000] [--semantic-max 30000] [--openai]
+    python benchmarks/curation.py --curate [--sizes ...]   # the CLI's own path: ingest + curate, no models
 
 Funnel: for each size a fresh process writes N synthetic instructions (about 60 words each, 5% exact
 copies with case/whitespace changes, 5% near copies with two words replaced) as JSONL and runs
@@ -70,7 +71,9 @@ def run_one(n: int, semantic: bool) -> dict:
     """One size in this process: stage seconds, drops and peak memory."""
     from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
     from promedical.corpus.ingest import ingest
-    from promedical.corpus.store import data_dir, read_table
+    import pyarrow.parquet as pq
+
+    from promedical.corpus.store import data_dir
 
     out: dict = {"n": n, "seconds": {}, "dropped": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,9 +83,8 @@ def run_one(n: int, semantic: bool) -> dict:
         t = time.perf_counter()
         ingest([str(src)], ws)
         out["seconds"]["ingest"] = time.perf_counter() - t
-        rows = read_table(data_dir(ws) / "instructions.parquet")
-        texts = [r["text"] for r in rows]
-        out["ingested"] = len(rows)
+        texts = pq.read_table(data_dir(ws) / "instructions.parquet", columns=["text"])["text"].to_pylist()
+        out["ingested"] = len(texts)
         t = time.perf_counter()
         exact = exact_duplicates(texts)
         out["seconds"]["exact"] = time.perf_counter() - t
@@ -102,6 +104,23 @@ def run_one(n: int, semantic: bool) -> dict:
             out["dropped"]["semantic"] = len(sem)
     out["peak_rss_mib"] = round(peak_rss_mib())
     return out
+
+
+def run_curate(n: int) -> dict:
+    """The tool's own path without models: `ingest` then `curate` with semantic dedup and LLM labels off."""
+    from promedical.corpus import DataConfig
+    from promedical.corpus.ingest import ingest
+    from promedical.corpus.step import curate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "corpus.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in synthetic(n)))
+        t = time.perf_counter()
+        ingest([str(src)], Path(tmp) / "ws")
+        funnel = curate(Path(tmp) / "ws", DataConfig(semantic_dedup=False, difficulty=False, classify=False,
+                                                     decontam_embeddings=False), progress=False)
+        return {"n": n, "seconds": round(time.perf_counter() - t, 1), "train": funnel["train"],
+                "bench": funnel["bench"], "peak_rss_mib": round(peak_rss_mib())}
 
 
 def fit_exponent(ns, secs) -> float | None:
@@ -194,11 +213,26 @@ def main() -> None:
                     help="largest size that runs the semantic stage (larger ones are extrapolated)")
     ap.add_argument("--openai", action="store_true", help="also measure the OpenAI backend at concurrency 1 vs 64")
     ap.add_argument("--skip-funnel", action="store_true")
+    ap.add_argument("--curate", action="store_true", help="time `ingest` + `curate` (no semantic, no LLM) per size")
+    ap.add_argument("--curate-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--no-semantic", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, not args.no_semantic)))
+        return
+    if args.curate_one:
+        print(json.dumps(run_curate(args.curate_one)))
+        return
+    if args.curate:
+        print("| rows | ingest + curate s (no semantic, no LLM) | rows/s | peak RSS MiB |\n|---:|---:|---:|---:|")
+        for n in args.sizes:
+            proc = subprocess.run([sys.executable, __file__, "--curate-one", str(n)], capture_output=True, text=True,
+                                  cwd=ROOT)
+            if proc.returncode:
+                sys.exit(f"size {n} failed:\n{proc.stderr[-3000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"| {n:,} | {r['seconds']} | {n / r['seconds']:,.0f} | {r['peak_rss_mib']:,} |", flush=True)
         return
     if not args.skip_funnel:
         funnel_benchmark(args.sizes, args.semantic_max)

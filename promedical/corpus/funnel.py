@@ -20,14 +20,26 @@ def _lineage(r: dict) -> str:
                        "format": r["format"], "dropped_turns": r["dropped_turns"]}, ensure_ascii=False)
 
 
-def write_outputs(workspace, rows: list[dict], funnel: dict) -> None:
+HEAVY_COLUMNS = ("messages", "text", "rubric")  # kept in Arrow through curation, never as Python objects
+
+
+def write_outputs(workspace, table, rows: list[dict], funnel: dict) -> None:
+    """curated.parquet = the light per-row fields and fates (``rows``) joined with the heavy columns of the
+    ingested ``table`` (same order); train/bench.parquet = its kept rows of each split."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     d = data_dir(workspace)
     for r in rows:
         r["lineage"] = _lineage(r)
-    write_table(d / "curated.parquet", rows)
+    curated = pa.Table.from_pylist(rows)
+    for name in HEAVY_COLUMNS:
+        curated = curated.append_column(name, table[name])
+    write_table(d / "curated.parquet", curated)
     for split in ("train", "bench"):
-        kept = [{k: r.get(k) for k in KEEP_COLUMNS} for r in rows if r["kept"] and r["split"] == split]
-        write_table(d / f"{split}.parquet", kept, schema=None if kept else _empty_schema())
+        mask = pc.and_(curated["kept"], pc.equal(curated["split"], split))
+        kept = curated.filter(pc.fill_null(mask, False)).select(list(KEEP_COLUMNS))
+        write_table(d / f"{split}.parquet", kept.cast(_empty_schema()))  # one schema, even where a column is all null
     write_json(d / "funnel.json", funnel)
 
 

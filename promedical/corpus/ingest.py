@@ -27,7 +27,7 @@ from typing import Iterator
 
 from ..files import write_json, write_jsonl
 from ..rubric import iter_jsonl, rubric_problems
-from .store import data_dir, read_table, write_table
+from .store import data_dir, write_table
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 PROMPT_NAMES = ("prompt", "instruction", "question", "input", "query", "text")
@@ -412,12 +412,20 @@ def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_ch
     Returns {"sources": [per-source counts], "added", "already", "rejected", "problems": ["PATH:ROW: reason"]}."""
     for spec in sources:
         expand_source(spec)  # fail early, before writing anything
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     d = data_dir(workspace)
-    existing = read_table(d / "instructions.parquet")
-    known = {r["id"] for r in existing}
-    taken = {r["source"]: r["path"] for r in existing}
+    schema = instructions_schema()
+    path = d / "instructions.parquet"
+    existing = pq.read_table(path) if path.is_file() else schema.empty_table()
+    light = existing.select(["id", "source", "path"]).to_pylist()  # the heavy columns stay in Arrow
+    known = {r["id"] for r in light}
+    taken = {r["source"]: r["path"] for r in light}
     rejects = {(r["source"], r["row"]): r for r in read_rejects(workspace)}
     new_rows: list[dict] = []
+    batches = [existing]
+    added = 0
     per_source, problems = [], []
     for spec in sources:
         counts = Counter()
@@ -435,13 +443,19 @@ def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_ch
                 known.add(rec["id"])
                 new_rows.append(rec)
                 counts["added"] += 1
+                if len(new_rows) >= 10_000:  # bound the Python objects held: move them into Arrow
+                    batches.append(pa.Table.from_pylist(new_rows, schema=schema))
+                    added, new_rows = added + len(new_rows), []
         per_source.append({"source": spec, "rows": counts["rows"], "added": counts["added"],
                            "already": counts["already"], "rejected": counts["rejected"], "reasons": dict(reasons)})
-    write_table(d / "instructions.parquet", existing + new_rows, schema=instructions_schema())
+    batches.append(pa.Table.from_pylist(new_rows, schema=schema))
+    added += len(new_rows)
+    table = pa.concat_tables(batches)
+    write_table(path, table)
     write_jsonl(d / "rejects.jsonl", list(rejects.values()))
     log_path = d / "sources.json"
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else []
     write_json(log_path, log + per_source)
-    return {"sources": per_source, "added": len(new_rows), "already": sum(s["already"] for s in per_source),
-            "rejected": sum(s["rejected"] for s in per_source), "total": len(existing) + len(new_rows),
+    return {"sources": per_source, "added": added, "already": sum(s["already"] for s in per_source),
+            "rejected": sum(s["rejected"] for s in per_source), "total": table.num_rows,
             "problems": problems}

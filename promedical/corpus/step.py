@@ -11,16 +11,18 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from ..audit import THRESHOLDS
 from ..files import write_json
 from ..provenance import stamp
 from .config import DataConfig
 from .dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
-from .funnel import write_card, write_outputs
+from .funnel import HEAVY_COLUMNS, write_card, write_outputs
 from .ingest import ingest, iter_rows, read_rejects
 from .label import label, load_taxonomy
 from .split import contamination, split_audit, stratified_split
-from .store import data_dir, read_table, workspace_dir
+from .store import data_dir, workspace_dir
 
 UNLABELLED = "unlabelled"
 
@@ -64,14 +66,16 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
     config = config or DataConfig()
     ws = Path(workspace)
     d = data_dir(ws)
-    rows = read_table(d / "instructions.parquet")
-    if not rows:
+    path = d / "instructions.parquet"
+    table = pq.read_table(path) if path.is_file() else None
+    if table is None or table.num_rows == 0:
         raise ValueError(f"{d / 'instructions.parquet'}: no instructions; run `promedical ingest SOURCE --workspace {ws}` first")
+    rows = table.select([c for c in table.column_names if c not in HEAVY_COLUMNS]).to_pylist()  # light fields
+    texts = table["text"].to_pylist()
     rejects = read_rejects(ws)
     f = Funnel(rows)
     f.stages.append({"stage": "ingest", "in": len(rows) + len(rejects), "out": len(rows),
                      "by_source": dict(sorted(Counter(r["source"] for r in rows).items()))})
-    texts = [r["text"] for r in rows]
 
     if config.exact_dedup:
         n_in = len(f.alive())
@@ -157,10 +161,15 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
     def stack(idx):
         return np.stack([emb_of[i] for i in idx]) if idx else np.zeros((0, 384), dtype=np.float32)
 
-    if train and bench:
+    t = THRESHOLDS
+    # The dedup stages already compared every kept pair with the same MinHash signatures and LSH bands
+    # (and exact cosines): with the audit's thresholds they leave no bench/train near duplicate to find.
+    covered = (config.exact_dedup and config.near_dedup and config.near_threshold == t["ngram_jaccard"]
+               and (not need_emb or (config.semantic_dedup and config.semantic_threshold <= t["embedding_cosine"])))
+    if train and bench and not covered:
         hits = contamination([texts[i] for i in train], [texts[i] for i in bench],
                              embeddings=(stack(train), stack(bench)) if need_emb else None,
-                             ngram_threshold=config.near_threshold, cosine_threshold=config.semantic_threshold,
+                             ngram_threshold=t["ngram_jaccard"], cosine_threshold=t["embedding_cosine"],
                              num_perm=config.num_perm)
         for a, h in hits.items():
             j = bench[h["match"]]
@@ -177,7 +186,7 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
         if need_emb:
             out_emb = (stack(train), embed_texts([r["text"] for r in out_rows], batch_size=config.embed_batch_size))
         hits = contamination([texts[i] for i in train], [r["text"] for r in out_rows], embeddings=out_emb,
-                             ngram_threshold=config.near_threshold, cosine_threshold=config.semantic_threshold,
+                             ngram_threshold=t["ngram_jaccard"], cosine_threshold=t["embedding_cosine"],
                              num_perm=config.num_perm)
         for a, h in hits.items():
             o = out_rows[h["match"]]
@@ -190,9 +199,11 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
 
     train = [i for i in f.alive() if rows[i]["split"] == "train"]
     bench = [i for i in f.alive() if rows[i]["split"] == "bench"]
-    audit = split_audit([rows[i] for i in train], [rows[i] for i in bench],
+    audit = split_audit([{"id": rows[i]["id"], "text": texts[i]} for i in train],
+                        [{"id": rows[i]["id"], "text": texts[i]} for i in bench],
                         embeddings=(stack(bench), stack(train)) if need_emb else None, num_perm=config.num_perm)
     audit["outside_benchmarks"] = outside_sources
+    audit["bench_vs_train_pass"] = "skipped: the dedup stages ran with the audit's thresholds" if covered else "run"
     write_json(data_dir(ws) / "split_audit.json", audit)
 
     by_category = {}
@@ -208,7 +219,7 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
               "rejected_at_ingest": len(rejects), "audit_verdict": audit["verdict"],
               "config": config.to_dict(), "taxonomy": taxonomy,
               "provenance": stamp(config=config.to_dict(), seed=config.seed)}
-    write_outputs(ws, rows, funnel)
+    write_outputs(ws, table, rows, funnel)
     write_card(ws, funnel, audit)
     return funnel
 

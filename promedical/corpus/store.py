@@ -29,8 +29,9 @@ def data_dir(workspace: str | Path) -> Path:
     return Path(workspace) / "data"
 
 
-def write_table(path: str | Path, rows: list[dict], schema=None) -> Path:
-    """Atomically write rows as a Parquet file (never over a non-regular file)."""
+def write_table(path: str | Path, rows, schema=None) -> Path:
+    """Atomically write rows (a list of dicts or a pyarrow Table) as a Parquet file (never over a
+    non-regular file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -38,7 +39,10 @@ def write_table(path: str | Path, rows: list[dict], schema=None) -> Path:
     if path.exists() and not path.is_file():
         raise ValueError(f"{path}: exists and is not a regular file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is not None else pa.table({})
+    if isinstance(rows, pa.Table):
+        table = rows
+    else:
+        table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is not None else pa.table({})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
