@@ -138,6 +138,10 @@ def test_kit_rubrics_keep_their_rubrics_and_same_named_files_stay_apart(tmp_path
     assert sum(v["bench"] for v in funnel["by_category"].values()) == round(0.2 * 90)
     assert set(funnel["by_category"]) == {"chronic_disease", "medication", "mental_health", "paediatrics",
                                           "test_results", "triage_emergency", "womens_health"}
+    # a fixed bench: the shipped benchmark file stays the bench
+    funnel = curate(tmp_path, DataConfig(**FAST, bench_sources=[bench]), progress=False)
+    assert (funnel["train"], funnel["bench"]) == (60, 30)
+    assert {r["lineage"]["original_id"][:3] for r in read_instructions(tmp_path, "bench")} == {"bn-"}
 
 
 def test_shapes_healthbench_kit_rubric_options_and_errors():

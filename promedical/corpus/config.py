@@ -50,6 +50,8 @@ class DataConfig:
     # --- split ---
     bench_fraction: float = _help("share of kept rows held out as the benchmark, per category (stratified)", 0.2)
     bench_size: int | None = _help("absolute benchmark size (overrides bench_fraction), spread over categories", None)
+    bench_sources: list = _help("source names or paths whose rows are the bench, all others train (no random split), "
+                                "e.g. a reference benchmark ingested with the corpus", factory=list)
     decontaminate: list = _help("outside benchmark files (HealthBench JSONL, kit rubrics, any ingestable file): "
                                 "train rows that near-duplicate them are dropped", factory=list)
     decontam_embeddings: bool = _help("use the embedding cosine check in decontamination and the split audit", True)
@@ -59,7 +61,7 @@ class DataConfig:
         def bad(name, message):
             raise ValueError(f"{name}: {message}, got {getattr(self, name)!r}")
 
-        for name in ("sources", "decontaminate"):
+        for name in ("sources", "decontaminate", "bench_sources"):
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])

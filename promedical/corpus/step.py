@@ -138,8 +138,13 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
 
     alive = f.alive()
     strata = [rows[i].get("category") or UNLABELLED for i in alive]
-    split = stratified_split([rows[i]["id"] for i in alive], strata, fraction=config.bench_fraction,
-                             size=config.bench_size, seed=config.seed)
+    if config.bench_sources:  # a fixed bench: the rows of these sources
+        fixed = set(config.bench_sources)
+        split = {rows[i]["id"]: "bench" if rows[i]["source"] in fixed or rows[i]["path"] in fixed else "train"
+                 for i in alive}
+    else:
+        split = stratified_split([rows[i]["id"] for i in alive], strata, fraction=config.bench_fraction,
+                                 size=config.bench_size, seed=config.seed)
     for i, r in enumerate(rows):
         r["split"] = split.get(r["id"]) if r["kept"] else None
     f.record("split", len(alive))
