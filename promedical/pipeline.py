@@ -47,11 +47,15 @@ def step_generate(workspace=None, *, model: str = "embedded", backend: str = "tr
     """01: draft rubrics for n training instructions and add them to the store as drafts."""
     ws = workspace_path(workspace)
     store = open_store(ws)
-    items = load_split("train")
+    instructions = workspace_split(ws, "train")
+    items = list(instructions)
     random.Random(seed).shuffle(items)
     items = items[:n_instructions]
-    pool = FewShotPool(load_split("train"))
-    pool.add(store.rubrics(status="approved"))  # reviewed rubrics feed back as few-shot examples
+    # few-shot pool: reviewed rubrics first (they supersede a reference of the same id), then the
+    # references that came with the workspace's instructions, then the kit's own reference rubrics
+    pool = FewShotPool(store.rubrics(status="approved"))
+    pool.add([r for r in instructions if r.criteria])
+    pool.add(load_split("train"))
     llm = make_llm(backend, model, base_url=base_url, cache_dir=ws / "cache" / "llm")
     out = ws / "rubrics" / "generated.jsonl"
     params = GenParams(max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=1.1)
@@ -85,12 +89,37 @@ def step_review(workspace=None, *, reviewer: str = "demo-clinician", reviews_fil
     return result
 
 
+def workspace_split(workspace=None, split: str = "train") -> list:
+    """The workspace's instructions of a split as rubrics: step 00's curated table (each with the
+    reference rubric its source carried, else no criteria yet) or, where 00 has not run, the shipped
+    demo split (data/)."""
+    from .corpus.store import data_dir, instruction_rubrics
+
+    ws = workspace_path(workspace)
+    if (data_dir(ws) / f"{split}.parquet").is_file():
+        return instruction_rubrics(ws, split)
+    return load_split(split)
+
+
 def training_rubrics(workspace=None, n: int | None = None, seed: int = 0) -> list:
-    """Reference train rubrics, replaced by the clinician-approved revision where one exists."""
+    """The workspace's train rubrics, each replaced by its clinician-approved revision where one exists;
+    instructions with no rubric yet (neither a reference nor an approved draft) are left out."""
     approved = {r.id: r for r in open_store(workspace).rubrics(status="approved")}
-    rubrics = [approved.get(r.id, r) for r in load_split("train")]
+    rubrics = [approved.get(r.id, r) for r in workspace_split(workspace, "train")]
+    rubrics = [r for r in rubrics if r.criteria]
     random.Random(seed).shuffle(rubrics)
     return rubrics[:n] if n else rubrics
+
+
+def match_prompt_ids(rubrics, candidates: list[dict]) -> list[dict]:
+    """Candidates of these rubrics, a candidate's ``prompt_id`` matched to a rubric's id or to the
+    original id its source gave it (step 00 prefixes ids with the source name)."""
+    alias = {r.id: r.id for r in rubrics}
+    for r in rubrics:
+        original = ((r.provenance or {}).get("lineage") or {}).get("original_id")
+        if original:
+            alias.setdefault(str(original), r.id)
+    return [{**c, "prompt_id": alias[c["prompt_id"]]} for c in candidates if c["prompt_id"] in alias]
 
 
 LABEL_SOURCES = ("judge", "gold", "both")
@@ -158,8 +187,9 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
         if not path.is_file():
             raise FileNotFoundError(f"gold_labels: no file at {path}")
         wanted = {r.id for r in rubrics}
-        reference = [r for r in load_split("train") if r.id in wanted]  # the rubrics the gold labels were written for
-        gold_train = [c for c in read_jsonl(path) if c["prompt_id"] in wanted]
+        # the reference rubrics the gold labels were written for (not a reviewed revision of them)
+        reference = [r for r in workspace_split(ws, "train") if r.id in wanted and r.criteria]
+        gold_train = match_prompt_ids(reference, read_jsonl(path))
         dd, cards["gold"] = build_datasets(reference, gold_train)
         cards["gold"]["sources"] = {"gold_labels": str(path)}
         parts.append(dd)
@@ -256,7 +286,7 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
 
     ws = workspace_path(workspace)
     out = ws / "benchmark"
-    rubrics = read_rubrics(bench_file) if bench_file else load_split("bench")
+    rubrics = read_rubrics(bench_file) if bench_file else [r for r in workspace_split(ws, "bench") if r.criteria]
     rubrics = rubrics[:n_bench] if n_bench else rubrics
     adapter = Path(policy_adapter) if policy_adapter else ws / "policy" / "adapter"
     models = {"base": (model, None)}

@@ -26,8 +26,14 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert (ws / "reward" / "dataset" / "card.json").is_file()
     assert (ws / "reward" / "adapter" / "adapter_model.safetensors").is_file()
     rm = summary["reward_model"]
-    assert rm["train_steps"] == 8 and rm["judge_coverage"] is not None
+    assert rm["train_steps"] == 12 and rm["judge_coverage"] is not None and rm["pairs"] > 0
     assert 0 <= rm["base_pairwise_accuracy"] <= 1 and 0 <= rm["trained_pairwise_accuracy"] <= 1
+    lo, hi = rm["trained_minus_base_pairwise_accuracy"]["ci"]
+    assert lo <= rm["trained_minus_base_pairwise_accuracy"]["value"] <= hi
+    assert isinstance(rm["trained_reads_criterion"], bool)
+    # 00: the shipped data ingested as a corpus, curated, split; 01 drafted for its instructions
+    funnel = json.loads((ws / "data" / "funnel.json").read_text())
+    assert funnel["train"] == 60 and funnel["bench"] == 30
     # 04: GRPO ran its steps on the embedded policy and left the adapter, curves and log
     grpo = summary["grpo"]
     assert grpo["steps"] == 6 and set(grpo["split_seconds"]) == {"generation", "reward", "update"}
@@ -59,7 +65,7 @@ def test_scale_configs():
     demo = load_scale("demo")
     assert demo["model"] == "embedded"
     assert [notebook_path(s["notebook"]).name for s in demo["steps"]] == [
-        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
+        "00_data.ipynb", "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
         "05_benchmark.ipynb"]
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")
