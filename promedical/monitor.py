@@ -34,7 +34,8 @@ def grade_probe_answers(reward, rubrics: Sequence[Rubric], texts: Sequence[str],
     from .judge import grade_responses, judgments_to_grades
     from .rm_eval import sigmoid
 
-    answers = [{"prompt_id": r.id, "response_id": f"probe:{r.id}", "response": t} for r, t in zip(rubrics, texts)]
+    answers = [{"prompt_id": r.id, "response_id": f"probe{i}:{r.id}", "response": t}
+               for i, (r, t) in enumerate(zip(rubrics, texts))]
     grades = judgments_to_grades(grade_responses(rubrics, answers, judge, progress=False))
     rewards = reward.scorer([(r.messages, t, [(c.tier, c.text) for c in r.criteria]) for r, t in zip(rubrics, texts)])
     trained_on = rewards if reward.mode != "scalar" else \
