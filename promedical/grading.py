@@ -139,13 +139,23 @@ def coverage_by_grader(rows: Sequence[dict]) -> dict:
 
 
 def headline_grader(summary: Mapping[str, dict], policy_models: Sequence[str] = ("base", "aligned")) -> str | None:
-    """The independent grader the headline comes from: the first of gold, judge, checks that graded a
-    policy model with a rubric score; None when only the training reward graded it."""
-    for g in INDEPENDENT:
-        models = summary.get(g, {}).get("models", {})
-        if any(m in models and models[m]["rubric_score"]["value"] is not None for m in policy_models):
-            return g
-    return None
+    """The independent grader the headline comes from: of those that graded a policy model with a rubric
+    score, the one with the most items in its policy comparison (then most answers scored; ties in the
+    order gold, judge, checks); None when only the training reward graded the policy."""
+    best, key = None, None
+    for rank, g in enumerate(INDEPENDENT):
+        s = summary.get(g, {})
+        models = s.get("models", {})
+        scored = sum(models[m]["rubric_score"]["n"] for m in policy_models
+                     if m in models and models[m]["rubric_score"]["value"] is not None)
+        if not scored:
+            continue
+        paired_n = max([c["rubric_score"]["n"] for name, c in s.get("comparisons", {}).items()
+                        if name.split(" vs ")[0] in policy_models] or [0])
+        k = (paired_n, scored, -rank)
+        if key is None or k > key:
+            best, key = g, k
+    return best
 
 
 def _ci(cell: Mapping | None) -> str:

@@ -262,7 +262,7 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
 def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: str | None = None,
                    reward_adapter: str | None = None, extra_models: dict | None = None, bench_file: str | None = None,
                    n_bench: int | None = None, max_new_tokens: int = 256, judge_model: str | None = None,
-                   judge_explanation_chars: int = 60, n_reference: int = 8, n_probe: int = 8,
+                   judge_explanation_chars: int = 60, n_judge: int | None = None, n_reference: int = 8, n_probe: int = 8,
                    png: bool = True, progress: bool = True) -> dict:
     """05: base vs aligned policy (and any other model/adapter) on the held-out benchmark, graded by
     graders that did not train the policy (machine checks; the LLM ``judge_model`` when set; gold labels
@@ -270,7 +270,9 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     the gameability probes of the reward model; statistics, independence audit, HTML report.
 
     ``bench_file``: a rubric JSONL to benchmark instead of data/bench (e.g. from `promedical healthbench import`;
-    it has no reference answers). ``extra_models``: {name: [model spec, adapter or None]}. ``n_reference``:
+    it has no reference answers). ``extra_models``: {name: [model spec, adapter or None]}. ``n_judge``: the
+    LLM judge grades the answers to the first n items (and the reference answers among them); None: all
+    (a judge call per criterion is the slow part on a CPU). ``n_reference``:
     gold-labelled benchmark candidates graded as the model "reference" (every grader vs gold); ``n_probe``:
     good gold responses run through ``probes.run_probes``.
     """
@@ -310,8 +312,9 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     judge_coverage = None
     if judge_model:
         judge = make_llm("transformers", judge_model, cache_dir=ws / "cache" / "llm")
-        rows, judge_coverage = grade_with_llm_judge(judge, rubrics, everything, explanation_chars=judge_explanation_chars,
-                                                    progress=progress)
+        judged = {r.id for r in (rubrics[:n_judge] if n_judge is not None else rubrics)}
+        rows, judge_coverage = grade_with_llm_judge(judge, rubrics, [a for a in everything if a["prompt_id"] in judged],
+                                                    explanation_chars=judge_explanation_chars, progress=progress)
         graded += rows
         clock.lap("grade_judge")
     graded += grade_with_gold(rubrics, [{**r, "criteria_met": r["gold_criteria_met"]} for r in refs])
@@ -335,7 +338,7 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
               "improvement need the full scale (configs/full.yaml).")
     params = dict(model=model, models={k: [v[0], None if v[1] is None else str(v[1])] for k, v in models.items()},
                   bench_file=bench_file, n_bench=len(rubrics), max_new_tokens=max_new_tokens, judge_model=judge_model,
-                  n_reference=len(refs), n_probe=n_probe)
+                  n_judge=n_judge, n_reference=len(refs), n_probe=n_probe)
     prov = stamp(config=params)
     grading = {"headline": head, "agreement": grader_agreement, "coverage": coverage_by_grader(graded),
                "judge_coverage": judge_coverage, "monitor": policy_summary.get("monitor")}

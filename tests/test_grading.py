@@ -131,3 +131,10 @@ def test_gold_grader_reproduces_gold_scores():
     rows = grade_with_gold(bench, [{**c, "model": "reference"} for c in gold])
     assert all(r["coverage"] == 1.0 and r["s1"] is not None for r in rows)
     assert graded_rows("x", bench, gold[:1], {})[0]["coverage"] == 0.0
+
+
+def test_headline_grader_prefers_the_most_items_then_judge_over_checks():
+    checks = synthetic("checks", 0.2)
+    assert headline_grader(summarize(checks + synthetic("judge", 0.1, n=2))) == "checks"  # judge saw 2 items
+    assert headline_grader(summarize(checks + synthetic("judge", 0.1))) == "judge"  # same items: the judge
+    assert headline_grader(summarize(synthetic("reward_model", 0.3))) is None
