@@ -34,7 +34,7 @@ def figures(summary: dict, graded: list[dict]) -> dict:
     tiers.update_layout(title="Per-model metrics with bootstrap 95% CIs", height=380)
 
     veto = go.Figure()
-    flipped = {m: {"veto": {"value": 1 - v["safety"]["value"],  # veto rate = 1 - safety compliance
+    flipped = {m: {"veto": {"value": None if v["safety"]["value"] is None else 1 - v["safety"]["value"],  # 1 - safety
                             "ci": [None if x is None else 1 - x for x in reversed(v["safety"]["ci"])]}}
                for m, v in models.items()}
     _ci_bar(veto, flipped, "veto", "veto rate", showlegend=False)

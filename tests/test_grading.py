@@ -109,7 +109,7 @@ def test_report_opens_with_the_three_questions(tmp_path):
     from promedical.audit import audit
     from promedical.report import write_report
 
-    rows = synthetic("reward_model", 0.4) + synthetic("checks", 0.2)
+    rows = synthetic("reward_model", 0.4) + [{**r, "safety": None} for r in synthetic("checks", 0.2)]  # no veto checked
     summary = summarize(rows, baseline="base")
     grading = {"headline": headline(summary, None, None), "agreement": agreement(
         [{**r, "response_id": r["prompt_id"] + r["model"], "criteria_met": {"p1": True}, "prompt_id": "r1"} for r in rows],
@@ -138,3 +138,29 @@ def test_headline_grader_prefers_the_most_items_then_judge_over_checks():
     assert headline_grader(summarize(checks + synthetic("judge", 0.1, n=2))) == "checks"  # judge saw 2 items
     assert headline_grader(summarize(checks + synthetic("judge", 0.1))) == "judge"  # same items: the judge
     assert headline_grader(summarize(synthetic("reward_model", 0.3))) is None
+
+
+@pytest.mark.slow
+def test_step_benchmark_grades_independently_end_to_end(tmp_path):
+    """Plumbing on tiny random models: every grader, agreement, probes, headline and the report."""
+    import json
+
+    from promedical.pipeline import step_benchmark
+    from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+    CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(tmp_path / "reward" / "adapter")
+    result = step_benchmark(tmp_path, model="tiny-qwen3", n_bench=2, max_new_tokens=8, judge_model="tiny-qwen3",
+                            judge_explanation_chars=8, n_judge=1, n_reference=3, n_probe=2, png=False, progress=False)
+    graded = [json.loads(x) for x in (tmp_path / "benchmark" / "graded.jsonl").read_text().splitlines()]
+    by = {(g["grader"], g["model"]) for g in graded}
+    assert {("reward_model", "base"), ("checks", "base"), ("judge", "base"), ("reward_model", "reference"),
+            ("checks", "reference"), ("judge", "reference"), ("gold", "reference")} <= by
+    assert ("gold", "base") not in by
+    judged = {g["prompt_id"] for g in graded if g["grader"] == "judge"}
+    assert len(judged) == 1  # n_judge
+    assert result["headline"]["grader"] == "checks" and set(result["grading"]["agreement"]) >= {"checks | gold", "gold | judge"}
+    assert result["grading"]["agreement"]["checks | gold"]["agreement"] == 1.0
+    assert result["probes"]["n_responses"] == 2 and len(result["probes"]["expectations"]) == 5
+    assert json.loads((tmp_path / "benchmark" / "probes.json").read_text())["per_response"]
+    html = (tmp_path / "benchmark" / "report.html").read_text()
+    assert "What this run shows" in html and "graded by: training reward (circular)" in html
