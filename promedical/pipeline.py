@@ -229,6 +229,8 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
     from .monitor import PREFIX, hacking_monitor, probe_rubrics
     from .plots import live_curves
 
+    if n_monitor_prompts > 0 and monitor_every < 1:
+        raise ValueError(f"monitor_every must be >= 1, got {monitor_every}")
     ws = workspace_path(workspace)
     config = GRPOSettings(policy=policy_model, **settings)
     rm = load_reward_model(ws, reward_adapter)
@@ -236,8 +238,6 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
     out = ws / "policy"
     callbacks = [live_curves(out / "curves.html", display=live)]
     if n_monitor_prompts > 0:
-        if monitor_every < 1:
-            raise ValueError(f"monitor_every must be >= 1, got {monitor_every}")
         judge = make_llm("transformers", monitor_judge, cache_dir=ws / "cache" / "llm") if monitor_judge else None
         probes = probe_rubrics(rubrics, n_monitor_prompts)
         callbacks.append(hacking_monitor(RubricReward(rm.score_batch, {r.id: r for r in probes}, config.reward_config(),
