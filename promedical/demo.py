@@ -117,13 +117,21 @@ def policy_summary(summary: dict) -> dict:
 
 
 def benchmark_summary(result: dict) -> dict:
-    """The headline of notebook 05: per-model means, paired differences, the audit verdict, the report."""
-    rm = result["summary"]["reward_model"]
+    """The headline of notebook 05: the three answers, per-model means and paired differences by the
+    headline (independent) grader, the training reward's (circular) beside them, the audit verdict, the report."""
     keys = ("rubric_score", "s1", "safety", "reward")
+
+    def block(s: dict) -> dict:
+        return {"models": {m: {"n": v["n"], **{k: v[k]["value"] for k in keys}} for m, v in s["models"].items()},
+                "comparisons": {name: {k: {x: c[k][x] for x in ("diff", "ci", "p", "n")} for k in keys}
+                                for name, c in s["comparisons"].items()}}
+
+    head = result.get("headline", {})
+    grader = head.get("grader") or "reward_model"
     return {
-        "models": {m: {"n": v["n"], **{k: v[k]["value"] for k in keys}} for m, v in rm["models"].items()},
-        "comparisons": {name: {k: {x: c[k][x] for x in ("diff", "ci", "p", "n")} for k in keys}
-                        for name, c in rm["comparisons"].items()},
+        "grader": grader, **block(result["summary"][grader]),
+        "training_reward_circular": block(result["summary"]["reward_model"]),
+        "headline": {k: v["answer"] for k, v in head.items() if isinstance(v, dict)},
         "audit": result["audit"]["verdict"], "report": result["report"]["html"],
         "png": sorted(result["report"].get("png", {})),
     }

@@ -89,3 +89,25 @@ def live_curves(html_path: str | Path, *, display: bool | None = None):
                     self.handle.update(bundle, raw=True)
 
     return LiveCurves()
+
+
+MONITOR_SERIES = (("monitor/train_reward", "training reward (GRPO)"), ("monitor/rm_score", "RM rubric score"),
+                  ("monitor/independent_score", "independent rubric score"), ("monitor/gap", "gap (RM - independent)"))
+MONITOR_VETO = (("monitor/rm_veto_rate", "RM veto rate"), ("monitor/independent_veto_rate", "independent veto rate"))
+
+
+def monitor_figure(rows: list[dict]):
+    """The reward-hacking monitor (``promedical.monitor``): training reward, RM vs independent rubric
+    score and their gap on the probe prompts (left); veto rates by both (right); x = GRPO step."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Training reward vs independent grader on the probe prompts",
+                                                        "Veto rate on the probe prompts"])
+    for col, series in ((1, MONITOR_SERIES), (2, MONITOR_VETO)):
+        for key, name in series:
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name,
+                            row=1, col=col)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=420, title="Reward-hacking monitor", legend=dict(orientation="h", y=-0.2))
+    return fig

@@ -41,11 +41,19 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert "S1 proficiency" in (ws / "policy" / "curves.html").read_text()
     nb04 = json.loads((ws / "notebooks" / "04_grpo.ipynb").read_text())
     plots = [o for c in nb04["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(plots) == 1 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6  # updated in place
+    # the live curves (updated in place), then the reward-hacking monitor (steps 3 and 6)
+    assert len(plots) == 2 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6
+    assert plots[1]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"] == [3, 6]
     # 05: base vs aligned on the benchmark, audit verdict, report (the command ends with its path)
     bench = summary["benchmark"]
-    assert set(bench["models"]) == {"base", "aligned"} and bench["models"]["aligned"]["n"] == 8
+    assert bench["grader"] in ("judge", "checks")  # the headline comes from an independent grader
+    assert set(bench["models"]) == {"base", "aligned", "reference"} and bench["models"]["aligned"]["n"] == 8
     assert bench["comparisons"]["aligned vs base"]["rubric_score"]["n"] == 8
+    assert set(bench["training_reward_circular"]["models"]) == {"base", "aligned", "reference"}
+    assert set(bench["headline"]) == {"reward_model", "policy", "probes"}
+    assert "gameability expectations held" in bench["headline"]["probes"]
+    assert "training reward (circular)" in (ws / "benchmark" / "report.html").read_text()
+    assert (ws / "policy" / "monitor.html").is_file()
     assert bench["audit"] == "independent"
     assert out.stdout.strip().splitlines()[-1] == f"report: {ws / 'benchmark' / 'report.html'}"
     assert "Independence audit" in (ws / "benchmark" / "report.html").read_text()
