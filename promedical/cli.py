@@ -297,7 +297,7 @@ def cmd_step(args) -> int:
         raise UsageError(exc) from None
     _check_workspace(args.workspace)
     result = run_step(args.name, args.workspace, params)
-    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "seconds_per_step",
+    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "distributed", "seconds_per_step",
                                                      "split_seconds")}
     shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in shown.items()}  # valid JSON
     print(json.dumps(shown, default=str, allow_nan=False))

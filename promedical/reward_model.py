@@ -348,6 +348,7 @@ class CriteriaRewardModel:
                    for e in trainer.state.log_history if "rm/loss" in e]
         stats = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 1),
                  "final_loss": history[-1]["loss"] if history else None, "processes": trainer.accelerator.num_processes,
+                 "distributed": trainer.accelerator.distributed_type.value,
                  "prompts": len(groups), "responses": sum(len(g.responses) for g in groups)}
         self._save_trained(trainer, out_dir / "adapter")
         if trainer.is_world_process_zero():
