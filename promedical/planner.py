@@ -88,9 +88,9 @@ class Plan:
         return self.total_gib <= self.gpu_gib
 
     def table(self) -> str:
-        rows = [f"  {k:<28} {v:8.1f} GiB" for k, v in self.components.items()]
+        rows = [f"  {k:<32} {v:8.1f} GiB" for k, v in self.components.items()]
         verdict = "fits" if self.fits else "DOES NOT FIT"
-        return "\n".join(rows + [f"  {'total per GPU':<28} {self.total_gib:8.1f} GiB of {self.gpu_gib:.0f} GiB "
+        return "\n".join(rows + [f"  {'total per GPU':<32} {self.total_gib:8.1f} GiB of {self.gpu_gib:.0f} GiB "
                                  f"on {self.n_gpus} training GPU(s): {verdict}"])
 
 
