@@ -123,6 +123,10 @@ def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     assert len(logged) == 4 and all("kl" in h and "completions/mean_length" in h for h in logged)
     split = s["split_seconds"]
     assert split["generation"] > 0 and split["reward"] > 0 and split["update"] > 0
+    from promedical.tracking import scalars
+
+    tb = scalars(straight / "policy" / "checkpoints" / "runs")  # report_to="tensorboard", the default
+    assert {f"train/rubric/{k}" for k in ("s1", "s2", "s3", "veto_rate")} <= set(tb) and len(tb["train/rubric/s1"]) == 4
 
     # kill a second run once checkpoint-2 exists, then resume it
     killed = tmp_path / "killed"
