@@ -1,9 +1,17 @@
-"""Reward-model training throughput, Unsloth vs PEFT: same data, same steps, same config.
+"""Reward-model training throughput: packed criteria vs one sequence per criterion, and Unsloth vs PEFT.
 
-    python benchmarks/rm_training.py [--model embedded] [--steps 6] [--batch-size 2]
+    python benchmarks/rm_training.py [--model embedded] [--criteria 7] [--responses 8] [--repeats 3]
+                                     [--lora-layers N] [--steps 6] [--batch-size 2] [--skip-backends]
 
-Each backend runs in its own process (Unsloth patches transformers globally); prints examples/s and
-peak memory (CUDA peak allocated on GPU, peak RSS on CPU) for each and the ratio.
+1. Packed vs unpacked: forward + backward of the rewards of ``--responses`` gold candidates with
+   ``--criteria`` criteria each, once as ONE packed sequence per response (``packed_rewards``: prefix,
+   then every criterion suffix, 4-D mask) and once as one (prefix + criterion) sequence per criterion
+   (``reward_full``, the path without packing). Prints criteria/s, peak memory and the ratio on a line
+   "packed vs one sequence per criterion: N.NNx criteria/s".
+2. Unsloth vs PEFT: the same ``CriteriaRewardModel.train`` run (transformers.Trainer) on each backend.
+
+Every measurement runs in its own process (Unsloth patches transformers globally; peak memory is per
+process: CUDA peak allocated on GPU, peak RSS above the loaded model on CPU).
 """
 from __future__ import annotations
 
@@ -16,7 +24,53 @@ import tempfile
 import time
 
 
-def run_one(backend: str, model: str, steps: int, batch_size: int) -> dict:
+def _peak_mib(base_rss_mib: float) -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss_mib
+
+
+def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeats: int, lora_layers: int | None) -> dict:
+    import torch
+
+    from promedical.data import load_candidates, load_split
+    from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+    rubrics = {r.id: r for r in load_split("bench")}
+    cands = [c for c in load_candidates() if c["prompt_id"] in rubrics][:n_responses]
+    rm = CriteriaRewardModel.load(RMConfig(model=model, max_length=4096, lora_layers=lora_layers))
+    rm.model.train()
+    encoded = [rm.encode(rubrics[c["prompt_id"]].messages, c["response"], rubrics[c["prompt_id"]].criteria[:n_criteria])
+               for c in cands]
+    n = sum(len(s) for _, s, _ in encoded)
+    tokens = {"packed": sum(len(p) + sum(map(len, s)) for p, s, _ in encoded),
+              "per_criterion": sum(len(p) + len(x) for p, s, _ in encoded for x in s)}[mode]
+
+    def once():
+        rm.model.zero_grad()
+        for e in encoded:  # one response at a time (a micro-batch of 1: no padding either way)
+            if mode == "packed":
+                r = rm.packed_rewards([e])[0]
+            else:
+                r = rm.reward_full([(e[0], s) for s in e[1]], e[2])
+            r.sum().backward()
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    once()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    seconds = (time.perf_counter() - t0) / repeats
+    return {"mode": mode, "criteria": n, "responses": len(encoded), "tokens_per_pass": tokens,
+            "seconds": round(seconds, 3), "criteria_per_s": round(n / seconds, 2), "peak_mib": round(_peak_mib(base), 1),
+            "device": "cuda" if torch.cuda.is_available() else f"cpu threads={torch.get_num_threads()}"}
+
+
+def run_backend(backend: str, model: str, steps: int, batch_size: int) -> dict:
     import torch
 
     from promedical.data import load_candidates, load_split
@@ -26,40 +80,63 @@ def run_one(backend: str, model: str, steps: int, batch_size: int) -> dict:
     dd, _ = build_datasets(load_split("bench"), load_candidates())
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
     rm = CriteriaRewardModel.load(RMConfig(model=model, backend=backend, max_steps=steps, batch_size=batch_size,
-                                           save_every=10_000))
+                                           save_every=10_000, max_length=4096))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        rm.train(pairs, point, tmp, progress=False)
+        stats = rm.train(pairs, point, tmp, progress=False)
         seconds = time.perf_counter() - t0
-    examples = steps * batch_size * 3  # per step: batch_size pairs (2 sequences each) + batch_size pointwise rows
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"backend": backend, "seconds": round(seconds, 2), "sequences_per_s": round(examples / seconds, 3),
-            "peak_mib": round(peak, 1), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {"backend": backend, "seconds": round(seconds, 2), "prompts_per_s": round(steps * batch_size / seconds, 3),
+            "final_loss": stats["final_loss"], "peak_mib": round(_peak_mib(base), 1),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded")
+    ap.add_argument("--criteria", type=int, default=7)
+    ap.add_argument("--responses", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top n layers (packing comparison)")
+    ap.add_argument("--skip-backends", action="store_true")
+    ap.add_argument("--packing", help=argparse.SUPPRESS)
+    ap.add_argument("--backend", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one:
-        print(json.dumps(run_one(args.one, args.model, args.steps, args.batch_size)))
+    if args.packing:
+        print(json.dumps(run_packing(args.packing, args.model, args.criteria, args.responses, args.repeats, args.lora_layers)))
         return
-    rows = {}
-    for backend in ("peft", "unsloth"):
-        out = subprocess.run([sys.executable, __file__, "--one", backend, "--model", args.model, "--steps",
-                              str(args.steps), "--batch-size", str(args.batch_size)], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"{backend} failed:\n{out.stderr[-3000:]}")
-        rows[backend] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(rows[backend])
-    p, u = rows["peft"], rows["unsloth"]
-    print(f"unsloth/peft: speed {u['sequences_per_s'] / p['sequences_per_s']:.2f}x, peak memory {u['peak_mib'] / p['peak_mib']:.2f}x")
+    if args.backend:
+        print(json.dumps(run_backend(args.backend, args.model, args.steps, args.batch_size)))
+        return
+    common = ["--model", args.model, "--criteria", str(args.criteria), "--responses", str(args.responses),
+              "--repeats", str(args.repeats)] + (["--lora-layers", str(args.lora_layers)] if args.lora_layers else [])
+    rows = {m: _child(["--packing", m, *common]) for m in ("per_criterion", "packed")}
+    print("| path | criteria | tokens/pass | s/pass | criteria/s | peak MiB |\n|---|---|---|---|---|---|")
+    for r in rows.values():
+        print(f"| {r['mode']} | {r['criteria']} | {r['tokens_per_pass']} | {r['seconds']} | {r['criteria_per_s']} | {r['peak_mib']} |")
+    p, u = rows["packed"], rows["per_criterion"]
+    print(f"packed vs one sequence per criterion ({p['device']}, {args.criteria} criteria/response): "
+          f"{p['criteria_per_s'] / u['criteria_per_s']:.2f}x criteria/s, peak memory "
+          f"{p['peak_mib'] / max(u['peak_mib'], 1e-9):.2f}x")
+    if args.skip_backends:
+        return
+    backends = {b: _child(["--backend", b, "--model", args.model, "--steps", str(args.steps), "--batch-size",
+                           str(args.batch_size)]) for b in ("peft", "unsloth")}
+    for r in backends.values():
+        print(r)
+    p, u = backends["peft"], backends["unsloth"]
+    print(f"unsloth/peft: speed {u['prompts_per_s'] / p['prompts_per_s']:.2f}x, peak memory {u['peak_mib'] / max(p['peak_mib'], 1e-9):.2f}x")
 
 
 if __name__ == "__main__":

@@ -297,7 +297,7 @@ def cmd_step(args) -> int:
         raise UsageError(exc) from None
     _check_workspace(args.workspace)
     result = run_step(args.name, args.workspace, params)
-    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "seconds_per_step",
+    shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "distributed", "seconds_per_step",
                                                      "split_seconds")}
     shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in shown.items()}  # valid JSON
     print(json.dumps(shown, default=str, allow_nan=False))
@@ -332,7 +332,7 @@ def cmd_launch(args) -> int:
     check_step_params(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
     try:
         return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
-                      cpu=args.cpu, dry_run=args.dry_run)
+                      cpu=args.cpu, sharding=args.sharding, dry_run=args.dry_run)
     except PlanError as exc:  # the plan table is already on stdout
         return _error(str(exc).splitlines()[0])
 
@@ -462,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="full", type=scale_name, help="configs/<scale>.yaml (its launch: and steps: sections)")
     p.add_argument("--num-processes", type=positive_int, default=None)
     p.add_argument("--cpu", action="store_true", help="run the processes on CPU (gloo), e.g. to test on a laptop")
+    p.add_argument("--sharding", choices=["zero3", "fsdp"], default=None,
+                   help="use the shipped DeepSpeed ZeRO-3 or FSDP accelerate config (with --cpu: fp32 on CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
     add_param_args(p)
     p.set_defaults(func=cmd_launch)

@@ -134,6 +134,8 @@ class GRPOSettings:
     vllm_mode: str = "colocate"  # one GPU: "colocate"; multi-GPU: "server" (`trl vllm-serve`, see configs/full.yaml)
     vllm_gpu_memory_utilization: float = 0.3
     zero_std_warn: float = 0.5  # warn when more than this share of groups carry no learning signal
+    bf16: bool | None = None  # None: TRL's choice (bf16 on a GPU that supports it, fp32 on CPU)
+    report_to: str = "tensorboard"  # "none" | "tensorboard" | "trackio" | "wandb": events under <output_dir>/runs
 
     def __post_init__(self):
         if self.backend not in ("peft", "unsloth"):
@@ -145,17 +147,28 @@ class GRPOSettings:
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts within a group), got {self.group_size}")
         self.reward_config()  # validates alpha/beta/lam
+        from .reward_model import tracker_list
+
+        tracker_list(self.report_to)  # validates the tracker names
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(alpha=self.alpha, beta=self.beta, lam=self.lam)
 
-    def trl_config(self, output_dir: Path, bf16: bool = False):
+    def trl_config(self, output_dir: Path):
+        """TRL's GRPOConfig. bf16 is left to TRL (on with a bf16 GPU) unless ``bf16`` says otherwise;
+        ``report_to`` sends the logged metrics (loss, KL, rubric/reward, rubric/s1, s2, s3, veto_rate)
+        to TensorBoard (offline, <output_dir>/runs), trackio or wandb."""
         import os
 
         import torch
         from trl import GRPOConfig
 
+        from .reward_model import tracker_list
+
         use_cpu = not torch.cuda.is_available() or os.environ.get("PROMEDICAL_FORCE_CPU") == "1"
+        precision = {} if self.bf16 is None else {"bf16": self.bf16}
+        if use_cpu:
+            precision = {"bf16": False}  # CPU autocast in bf16 is slower here and changes the numbers
 
         return GRPOConfig(
             output_dir=str(output_dir), max_steps=self.steps, learning_rate=self.lr,
@@ -163,9 +176,10 @@ class GRPOSettings:
             num_generations=self.group_size, max_completion_length=self.max_completion_length,
             temperature=self.temperature, beta=self.kl_beta, loss_type=self.loss_type,
             scale_rewards=self.scale_rewards, logging_steps=1, save_steps=self.save_steps,
-            save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=[], bf16=bf16,
+            save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=tracker_list(self.report_to) or "none",
             use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
-            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization, disable_tqdm=False, use_cpu=use_cpu)
+            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization, disable_tqdm=False, use_cpu=use_cpu,
+            **precision)
 
 
 def prompt_dataset(rubrics: list[Rubric]):

@@ -42,10 +42,16 @@ def step_params(scale: str, step: str) -> dict:
     return {}
 
 
+SHARDING = {"zero3": "configs/accelerate/deepspeed_zero3.yaml", "fsdp": "configs/accelerate/fsdp.yaml"}
+
+
 def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "full", num_processes: int | None = None,
-             cpu: bool = False) -> list[tuple[dict, list[str]]]:
+             cpu: bool = False, sharding: str | None = None) -> list[tuple[dict, list[str]]]:
     """[(extra environment, argv)] to run ``step``; more than one entry means run them together
-    (the vLLM server first, in the background)."""
+    (the vLLM server first, in the background). ``sharding`` ("zero3" | "fsdp") picks the shipped
+    accelerate config instead of the scale's (with ``cpu``: in fp32, e.g. to prove ZeRO-3 on CPU)."""
+    if sharding is not None and sharding not in SHARDING:
+        raise ValueError(f"sharding must be one of {', '.join(SHARDING)}, got {sharding!r}")
     cfg = load_scale(scale).get("launch", {}) if scale else {}
     merged = {**step_params(scale, step), **params} if scale else dict(params)
     worker = ["-m", "promedical", "step", step, "--workspace", str(workspace), "--params", json.dumps(merged)]
@@ -62,7 +68,12 @@ def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "fu
                      "--port", str(server.get("port", 8000))]))
         env = {"CUDA_VISIBLE_DEVICES": str(cfg["train_gpus"])} if cfg.get("train_gpus") else {}
     acc = ["accelerate", "launch", "--num_processes", str(n), "--num_machines", "1"]
-    if cpu:
+    if sharding:
+        acc += ["--config_file", str(CONFIG_DIR.parent / SHARDING[sharding])]
+        if cpu:
+            acc += ["--mixed_precision", "no"]
+            env["PROMEDICAL_FORCE_CPU"] = "1"
+    elif cpu:
         # accelerate's --cpu runs several processes only through mpirun; its torchrun path (--multi_gpu)
         # works on CPU too: the kit picks the CPU and torch.distributed picks gloo.
         acc += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -117,12 +128,13 @@ def render(cmds: list[tuple[dict, list[str]]]) -> str:
 
 
 def launch(step: str, workspace: str | Path, params: dict | None = None, *, scale: str = "full",
-           num_processes: int | None = None, cpu: bool = False, dry_run: bool = False, stream=None) -> int:
+           num_processes: int | None = None, cpu: bool = False, sharding: str | None = None, dry_run: bool = False,
+           stream=None) -> int:
     """Run (or, with dry_run, print) the commands for ``step``; output is streamed line by line."""
     from .planner import PlanError
 
     stream = stream or sys.stdout
-    cmds = commands(step, workspace, params or {}, scale=scale, num_processes=num_processes, cpu=cpu)
+    cmds = commands(step, workspace, params or {}, scale=scale, num_processes=num_processes, cpu=cpu, sharding=sharding)
     memory = None if cpu else plan_for(step, scale, params, num_processes)
     if memory is not None:
         print(f"# memory plan ({step}, scale {scale}):\n" + "\n".join("# " + line for line in memory.table().splitlines()),

@@ -130,9 +130,8 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
                 n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
                 rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
-                rm_lr: float = 2e-4, rm_question: str = "good", rm_lora_layers: int | None = None, seed: int = 0,
-                train: bool = True,
-                progress: bool = True) -> dict:
+                rm_lr: float = 2e-4, rm_question: str = "good", rm_lora_layers: int | None = None,
+                rm_report_to: str = "tensorboard", seed: int = 0, train: bool = True, progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
 
     ``labels``: "judge" trains on the judge's grades of candidates the policy samples; "gold" on
@@ -202,7 +201,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
         return metrics
 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, question=rm_question, max_steps=rm_steps,
-                      batch_size=rm_batch_size, lr=rm_lr, lora_layers=rm_lora_layers, seed=seed)
+                      batch_size=rm_batch_size, lr=rm_lr, lora_layers=rm_lora_layers, seed=seed, report_to=rm_report_to)
     rm = CriteriaRewardModel.load(config)
     eval_rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in gold}]
     swap = shuffled_criteria(eval_rubrics, seed=seed)
@@ -389,10 +388,13 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
 
 def step_rm_train(workspace=None, *, model: str = "embedded", backend: str = "peft", steps: int | None = None,
                   epochs: int = 1, batch_size: int = 4, micro_batch_size: int | None = None, lr: float = 2e-4,
-                  max_length: int = 1024, gradient_checkpointing: bool = False, seed: int = 0, resume: bool = True,
+                  max_length: int = 1024, gradient_checkpointing: bool = False, seed: int = 0,
+                  lr_scheduler: str = "constant", warmup_ratio: float = 0.0, max_grad_norm: float = 1.0,
+                  bf16: bool | None = None, report_to: str = "tensorboard", save_every: int = 20, resume: bool = True,
                   progress: bool = True) -> dict:
     """Reward-model training alone, on the dataset 03 saved (<workspace>/reward/dataset): the step that
-    `promedical launch rm-train` runs under accelerate at full scale (one or many processes)."""
+    `promedical launch rm-train` runs under accelerate at full scale (one or many processes); TensorBoard
+    logs under <workspace>/reward/runs (``report_to``)."""
     from datasets import load_from_disk
 
     from .reward_model import CriteriaRewardModel, RMConfig
@@ -403,6 +405,8 @@ def step_rm_train(workspace=None, *, model: str = "embedded", backend: str = "pe
     dd = load_from_disk(str(out / "dataset"))
     config = RMConfig(model=model, backend=backend, max_steps=steps, epochs=epochs, batch_size=batch_size,
                       micro_batch_size=micro_batch_size, lr=lr, max_length=max_length,
-                      gradient_checkpointing=gradient_checkpointing, seed=seed)
+                      gradient_checkpointing=gradient_checkpointing, seed=seed, lr_scheduler=lr_scheduler,
+                      warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, bf16=bf16, report_to=report_to,
+                      save_every=save_every)
     rm = CriteriaRewardModel.load(config)
     return rm.train(list(dd["pairs"]), list(dd["pointwise"]), out, resume=resume, progress=progress)

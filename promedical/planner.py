@@ -6,7 +6,8 @@ The estimate is arithmetic on the architecture (read from the model's config.jso
 loaded), per training GPU:
   weights      bf16 parameters (2 B each) of the policy, its reference (full fine-tuning with KL only;
                LoRA uses the base with the adapter off) and the reward model (GRPO); ZeRO-3/FSDP shard
-               them over the training GPUs
+               the policy and its reference over the training GPUs; the reward model is loaded outside
+               the Trainer (a frozen scorer), so every GPU holds a full copy: replicated, never sharded
   trainable    LoRA: 2*r*(d_in + d_out) per adapted projection; full: every parameter
   grads+optim  trainable x (2 B bf16 grad + 4 B fp32 master + 8 B Adam moments), sharded with ZeRO-3/FSDP
   activations  with gradient checkpointing: layers x tokens x hidden x 2 B (the saved layer inputs)
@@ -87,9 +88,9 @@ class Plan:
         return self.total_gib <= self.gpu_gib
 
     def table(self) -> str:
-        rows = [f"  {k:<28} {v:8.1f} GiB" for k, v in self.components.items()]
+        rows = [f"  {k:<32} {v:8.1f} GiB" for k, v in self.components.items()]
         verdict = "fits" if self.fits else "DOES NOT FIT"
-        return "\n".join(rows + [f"  {'total per GPU':<28} {self.total_gib:8.1f} GiB of {self.gpu_gib:.0f} GiB "
+        return "\n".join(rows + [f"  {'total per GPU':<32} {self.total_gib:8.1f} GiB of {self.gpu_gib:.0f} GiB "
                                  f"on {self.n_gpus} training GPU(s): {verdict}"])
 
 
@@ -118,7 +119,7 @@ def plan(kind: str, *, policy: str, reward: str | None = None, lora: bool = True
     if kind == "grpo" and kl and not lora:
         comp["reference model (bf16)"] = 2 * a.params / shard / GIB
     if kind == "grpo" and reward:
-        comp["reward model (bf16)"] = 2 * arch_of(reward).params / shard / GIB
+        comp["reward model (bf16, replicated)"] = 2 * arch_of(reward).params / GIB  # loaded outside ZeRO/FSDP
     trainable = a.lora_params(lora_r) if lora else a.params
     comp["trainable: grads + Adam + fp32"] = 14 * trainable / (1 if lora else shard) / GIB
     tokens = micro_batch * seq_len

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +58,16 @@ QUESTION_KINDS = tuple(QUESTIONS)
 # (tier, text): what the scorer reads of a criterion (the tier decides the question's polarity)
 Query = tuple[str, str]
 MIN_PREFIX_TOKENS = 16
+TRACKERS = ("none", "tensorboard", "trackio", "wandb")
+
+
+def tracker_list(report_to) -> list[str]:
+    """``report_to`` (a name or a list) -> the trackers to use; unknown names are refused."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    bad = [n for n in names if n not in TRACKERS]
+    if bad:
+        raise ValueError(f"report_to: unknown tracker(s) {bad}; known: {', '.join(TRACKERS)}")
+    return [n for n in names if n != "none"]
 
 
 @dataclass
@@ -84,6 +93,13 @@ class RMConfig:
     max_steps: int | None = None
     save_every: int = 20
     seed: int = 0
+    # transformers.Trainer (promedical/rm_trainer.py)
+    lr_scheduler: str = "constant"  # any transformers scheduler name: "linear", "cosine", "constant_with_warmup", ...
+    warmup_ratio: float = 0.0  # share of the steps with a linear warmup
+    max_grad_norm: float = 1.0  # gradient clipping (0: none)
+    weight_decay: float = 0.0
+    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
+    report_to: str | list[str] = "none"  # "tensorboard", "trackio", "wandb" (or a list): logs under <out_dir>/runs
 
     def __post_init__(self):
         if self.backend not in ("peft", "unsloth"):
@@ -94,6 +110,9 @@ class RMConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        tracker_list(self.report_to)
 
 
 def render_prefix(messages: list[dict], response: str, question: str = "good") -> str:
@@ -289,96 +308,65 @@ class CriteriaRewardModel:
 
     # ------------------------------------------------------------------ training
     def train(self, pairs: list[dict], pointwise: list[dict], out_dir: str | Path, *, resume: bool = True,
-              progress: bool = True) -> dict:
+              progress: bool = True, callbacks: list | None = None) -> dict:
         """BT on pairs + BCE on pointwise rows + within-response contrasts, a batch of prompts per step
-        (see the module doc); checkpoints every save_every steps; resumes from the last.
+        (see the module doc), on ``transformers.Trainer`` (promedical/rm_trainer.py): checkpoints every
+        ``save_every`` steps under <out_dir>/checkpoints and resumes from the last; trackers
+        (``report_to``) log under <out_dir>/runs; the adapter goes to <out_dir>/adapter and the per-step
+        losses to <out_dir>/train_log.json.
 
-        Under ``accelerate launch`` (WORLD_SIZE > 1) every process takes its share of each step's prompts
-        and DDP averages the gradients, so N processes take the same steps as one process on the whole
-        batch (batch_size divisible by N); process 0 writes checkpoints, the adapter and the log.
-        """
+        Under ``accelerate launch`` (DDP, FSDP or DeepSpeed) every process takes its share of each step's
+        prompts and N processes take the same steps as one process on the whole batch (batch_size
+        divisible by N). ``callbacks``: extra ``TrainerCallback``s."""
         import os
 
-        from tqdm.auto import tqdm
+        from transformers.trainer_utils import get_last_checkpoint
+
+        from .rm_trainer import RewardModelTrainer, Slots, collate, layout, point_tensorboard, training_arguments
 
         cfg, out_dir = self.config, Path(out_dir)
         groups = training_groups(pairs, pointwise, cfg.disagree_weight)
-        rng = random.Random(cfg.seed)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         steps_per_epoch = math.ceil(max(len(groups), 1) / cfg.batch_size)
-        total = cfg.max_steps or steps_per_epoch * cfg.epochs
-        order = [rng.sample(range(len(groups)), len(groups)) for _ in range(math.ceil(total / steps_per_epoch))]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=cfg.lr)
-        step, history = 0, []
-        ckpt = out_dir / "checkpoint"
-        if resume and (ckpt / "state.pt").is_file():
-            step, history = self._load_checkpoint(ckpt, optim)
-        self.model.train()
-        forward, acc, rank, world = self.model, None, 0, int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1:
-            from accelerate import Accelerator
+        total = (cfg.max_steps or steps_per_epoch * cfg.epochs) if groups else 0
+        cpu = self.device.type == "cpu"
+        args, per_step = training_arguments(cfg, out_dir, total_steps=max(total, 1), world=world, progress=progress, cpu=cpu)
+        slots, counts = layout(groups, cfg.batch_size, total, cfg.seed, per_step)
+        trainer = RewardModelTrainer(self, model=self.model, args=args, train_dataset=Slots(slots),
+                                     data_collator=collate(counts), callbacks=callbacks)
+        point_tensorboard(trainer, out_dir / "runs")
+        if not progress:
+            from transformers import PrinterCallback
 
-            acc = Accelerator(cpu=self.device.type == "cpu")
-            forward, optim = acc.prepare(self.model, optim)
-            rank, world = acc.process_index, acc.num_processes
-            if cfg.batch_size % world:
-                raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-        main = rank == 0
-        bar = tqdm(total=total, initial=step, desc="reward model", disable=not (progress and main))
+            trainer.remove_callback(PrinterCallback)
+        last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
         t0 = time.perf_counter()
-        while step < total and groups:
-            epoch, offset = divmod(step, steps_per_epoch)
-            batch = [groups[i] for i in order[epoch][offset * cfg.batch_size:(offset + 1) * cfg.batch_size]]
-            optim.zero_grad()
-            parts = self._accumulate(batch, rank, world, forward, acc)
-            loss = torch.tensor(parts["loss"], device=self.device)
-            if acc is not None:
-                loss = acc.reduce(loss, "sum") / world  # each process holds world x its share: the whole batch's loss
-            optim.step()
-            step += 1
-            history.append({"step": step, **parts, "loss": loss.item()})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if main and (step % cfg.save_every == 0 or step == total):
-                self._save_checkpoint(ckpt, optim, step, history)
-        bar.close()
+        if total:
+            trainer.train(resume_from_checkpoint=last)
         self.model.eval()
-        stats = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
-                 "final_loss": history[-1]["loss"] if history else None, "processes": world,
+        history = [{"step": e["step"], **{n: e[f"rm/{n}"] for n in ("bt", "bce", "contrast", "loss")}}
+                   for e in trainer.state.log_history if "rm/loss" in e]
+        stats = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 1),
+                 "final_loss": history[-1]["loss"] if history else None, "processes": trainer.accelerator.num_processes,
+                 "distributed": trainer.accelerator.distributed_type.value,
                  "prompts": len(groups), "responses": sum(len(g.responses) for g in groups)}
-        if main:
-            self.save(out_dir / "adapter")
+        self._save_trained(trainer, out_dir / "adapter")
+        if trainer.is_world_process_zero():
             write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
-        if acc is not None:
-            acc.wait_for_everyone()
+        trainer.accelerator.wait_for_everyone()
         return stats
 
-    def _accumulate(self, batch: list["TrainingGroup"], rank: int, world: int, forward, acc) -> dict:
-        """Forward/backward this process's share of the step's prompts in micro-batches. Each loss term is
-        a sum over the local share divided by the whole step's count, times ``world`` (DDP averages), so
-        any split into micro-batches or processes adds up to the gradient of the whole step's mean loss."""
-        from contextlib import nullcontext
-
-        cfg = self.config
-        denom = {"bt": sum(w for g in batch for *_, w in g.pairs), "bce": sum(g.n_labels for g in batch),
-                 "contrast": sum(len(g.contrasts) for g in batch)}
-        weights = {"bt": cfg.bt_weight, "bce": cfg.bce_weight, "contrast": cfg.contrast_weight}
-        local = batch[rank::world]
-        mb = cfg.micro_batch_size or max(len(local), 1)
-        chunks = [local[k:k + mb] for k in range(0, len(local), mb)] or [[]]
-        sums = {k: 0.0 for k in denom}
-        for k, chunk in enumerate(chunks):
-            terms = self.group_losses(chunk, forward)
-            loss = sum(weights[n] * terms[n] * world / denom[n] for n in terms if denom[n])
-            if not torch.is_tensor(loss):  # nothing to learn in this share: keep DDP's collectives in step
-                loss = sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
-            with nullcontext() if acc is None or k == len(chunks) - 1 else acc.no_sync(forward):
-                loss.backward() if acc is None else acc.backward(loss)
-            for n in sums:
-                sums[n] += terms[n].item() if torch.is_tensor(terms[n]) else 0.0
-        parts = {n: (sums[n] / denom[n] if denom[n] else 0.0) for n in denom}  # this process's share of the means
-        parts["loss"] = sum(weights[n] * parts[n] * world for n in parts)
-        return parts
+    def _save_trained(self, trainer, path: Path) -> None:
+        """The adapter, complete, from process 0; under FSDP / DeepSpeed ZeRO-3 the sharded weights are
+        gathered first (a collective: every process calls this)."""
+        acc = trainer.accelerator
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+        state = acc.get_state_dict(trainer.model_wrapped) if sharded and acc.num_processes > 1 else None
+        if acc.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(str(path), state_dict=state)
+            write_json(path / "rm_config.json", asdict(self.config))
+        acc.wait_for_everyone()
 
     def group_losses(self, groups: list["TrainingGroup"], model=None) -> dict:
         """Summed (not averaged) BT, BCE and contrast terms of some prompts, from one packed forward per
@@ -406,27 +394,6 @@ class CriteriaRewardModel:
             for a, ca, cb in g.contrasts:
                 terms["contrast"] = terms["contrast"] - F.logsigmoid(r[a][ca] - r[a][cb])
         return terms
-
-    def _save_checkpoint(self, ckpt: Path, optim, step: int, history: list) -> None:
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        self.save(tmp)
-        torch.save({"optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-        write_json(tmp / "history.json", history)
-        if ckpt.exists():
-            import shutil
-
-            shutil.rmtree(ckpt)
-        tmp.rename(ckpt)
-
-    def _load_checkpoint(self, ckpt: Path, optim) -> tuple[int, list]:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(self.model, load_file(str(ckpt / "adapter_model.safetensors")))
-        state = torch.load(ckpt / "state.pt", weights_only=True)
-        optim.load_state_dict(state["optim"])
-        torch.set_rng_state(state["torch_rng"])
-        return state["step"], json.loads((ckpt / "history.json").read_text())
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

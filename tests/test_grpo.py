@@ -127,6 +127,10 @@ def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     assert [r["step"] for r in s["monitor"]["rows"]] == [3] and len(s["monitor"]["prompts"]) == 2
     assert all(h.get("monitor/gap") is not None for h in history if "monitor/gap" in h)
     assert "Reward-hacking monitor" in (straight / "policy" / "monitor.html").read_text()
+    from promedical.tracking import scalars
+
+    tb = scalars(straight / "policy" / "checkpoints" / "runs")  # report_to="tensorboard", the default
+    assert {f"train/rubric/{k}" for k in ("s1", "s2", "s3", "veto_rate")} <= set(tb) and len(tb["train/rubric/s1"]) == 4
 
     # kill a second run once checkpoint-2 exists, then resume it
     killed = tmp_path / "killed"

@@ -26,6 +26,12 @@ def test_plan_refuses_what_cannot_fit_with_the_numbers():
     full = plan("grpo", policy="Qwen/Qwen3-8B", reward="Qwen/Qwen3-8B", lora=False, n_gpus=6, sharded=True,
                 micro_batch=8, seq_len=3072)
     assert full.fits and full.total_gib < 80
+    # the frozen reward model is loaded outside ZeRO/FSDP: a full copy on every GPU, however many there are
+    one_gpu = plan("grpo", policy="Qwen/Qwen3-8B", reward="Qwen/Qwen3-8B", lora=False, n_gpus=1, micro_batch=8,
+                   seq_len=3072)
+    rm_key = "reward model (bf16, replicated)"
+    assert full.components[rm_key] == one_gpu.components[rm_key] == pytest.approx(2 * arch_of("Qwen/Qwen3-8B").params / 2**30, rel=0.01)
+    assert full.components["weights (bf16)"] == pytest.approx(one_gpu.components["weights (bf16)"] / 6, rel=0.01)
     with pytest.raises(PlanError, match=r"would need \d+\.\d GiB per GPU, more than the 80 GiB") as err:
         preflight("grpo", policy="Qwen/Qwen3-8B", reward="Qwen/Qwen3-8B", lora=False, n_gpus=1, micro_batch=8,
                   seq_len=3072)

@@ -65,11 +65,17 @@ def test_batched_scoring_of_uneven_responses_equals_one_forward_per_criterion():
 
 def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
-    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6))
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6,
+                                           report_to="tensorboard"))
     stats = rm.train(pairs, point, tmp_path, progress=False)
     import json
     history = json.loads((tmp_path / "train_log.json").read_text())["history"]
-    assert stats["steps"] == 12
+    assert stats["steps"] == 12 and [h["step"] for h in history] == list(range(1, 13))
+    from promedical.tracking import scalars
+
+    logged = scalars(tmp_path / "runs")
+    assert [s for s, _ in logged["train/rm/loss"]] == list(range(1, 13))
+    assert [v for _, v in logged["train/rm/loss"]] == pytest.approx([h["loss"] for h in history], rel=1e-5)
     assert sum(h["loss"] for h in history[-3:]) < sum(h["loss"] for h in history[:3])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     again = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"), adapter=tmp_path / "adapter")
@@ -78,14 +84,45 @@ def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     assert again.score_criteria(MSGS, "x", CRITERIA) == pytest.approx(rm.score_criteria(MSGS, "x", CRITERIA), abs=1e-4)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+from transformers import TrainerCallback
+from test_reward_model import toy_data
+from promedical.reward_model import CriteriaRewardModel, RMConfig
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real, unannounced kill right after the step-4 checkpoint
+
+pairs, point = toy_data()
+rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, save_every=2, max_steps=6,
+                                       lr_scheduler="linear", warmup_ratio=0.2))
+rm.train(pairs, point, sys.argv[1], progress=False, callbacks=[KillAfterSave()])
+"""
+
+
+def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cfg = dict(model="tiny-qwen3", lr=5e-3, batch_size=2, save_every=2, max_steps=6, lr_scheduler="linear",
+               warmup_ratio=0.2)  # a schedule too: the resumed run must continue it, not restart it
     pairs, point = toy_data()
-    cfg = dict(model="tiny-qwen3", lr=5e-3, batch_size=2, save_every=2)
-    full = CriteriaRewardModel.load(RMConfig(**cfg, max_steps=6))
+    full = CriteriaRewardModel.load(RMConfig(**cfg))
     full.train(pairs, point, tmp_path / "full", progress=False)
-    first = CriteriaRewardModel.load(RMConfig(**cfg, max_steps=4))
-    first.train(pairs, point, tmp_path / "cut", progress=False)  # "interrupted" after its checkpoint at step 4
-    resumed = CriteriaRewardModel.load(RMConfig(**cfg, max_steps=6))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "cut")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    assert not (tmp_path / "cut" / "adapter").exists()  # it died mid-run
+    resumed = CriteriaRewardModel.load(RMConfig(**cfg))
     stats = resumed.train(pairs, point, tmp_path / "cut", progress=False)
     assert stats["steps"] == 6
     a = {k: v for k, v in full.model.state_dict().items() if "lora" in k}
@@ -93,6 +130,10 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     assert a.keys() == b.keys() and a
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+    la = json.loads((tmp_path / "full" / "train_log.json").read_text())["history"]
+    lb = json.loads((tmp_path / "cut" / "train_log.json").read_text())["history"]
+    assert [h["step"] for h in lb] == list(range(1, 7))  # steps 1-4 from the killed run's checkpoint, 5-6 resumed
+    assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-5)
 
 
 @pytest.mark.slow
