@@ -2,12 +2,14 @@
 
 Runs as a real separate process (stdlib ``ThreadingHTTPServer``) and answers from a real model
 through ``TransformersLLM`` (default ``tiny-qwen3``: fast, random weights). It honours
-``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``chat_template_kwargs.enable_thinking`` and
-``response_format.json_schema.schema`` (passed on as ``GenParams.json_schema``: constrained decoding).
+``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``repetition_penalty`` (vLLM's extra body field),
+``chat_template_kwargs.enable_thinking`` and ``response_format.json_schema.schema`` (passed on as
+``GenParams.json_schema``: constrained decoding). ``GET /stats`` lists the decoding parameters of every
+answered request (``params``), so tests check what a client really sent.
 
 Flags for failure tests:
   --fail-first N   answer HTTP 503 to the first N chat requests
-  --delay S        sleep S seconds before answering each chat request (timeout tests)
+  --delay S        sleep S seconds before answering each chat request (timeout and throughput tests)
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats -> {"requests": n, ...},
 POST /reset (zero the counters; the --fail-first count starts again).
@@ -23,6 +25,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,11 +39,12 @@ class State:
         self.model_lock = threading.Lock()  # one generation at a time (tokenizers are not thread-safe)
         self.requests = self.failed = self.inflight = self.max_inflight = 0
         self.last_body: dict | None = None
+        self.params: list[dict] = []  # decoding parameters of each answered request (last 1000)
 
     def stats(self) -> dict:
         with self.lock:
             return {"requests": self.requests, "failed": self.failed, "inflight": self.inflight,
-                    "max_inflight": self.max_inflight, "last_body": self.last_body}
+                    "max_inflight": self.max_inflight, "last_body": self.last_body, "params": list(self.params)}
 
 
 def make_handler(state: State):
@@ -78,6 +82,7 @@ def make_handler(state: State):
                 with state.lock:
                     state.requests = state.failed = state.max_inflight = 0
                     state.last_body = None
+                    state.params = []
                 self._send(200, {"reset": True})
                 return
             if self.path != "/v1/chat/completions":
@@ -115,10 +120,19 @@ def make_handler(state: State):
             fmt = body.get("response_format") or {}
             schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
             thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
-            params = GenParams(max_new_tokens=int(body.get("max_tokens") or 256),
-                               temperature=float(body.get("temperature") or 0.0),
-                               top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
-                               seed=int(body.get("seed") or 0), json_schema=schema, enable_thinking=thinking)
+            try:
+                params = GenParams(max_new_tokens=int(body.get("max_tokens") or 256),
+                                   temperature=float(body.get("temperature") or 0.0),
+                                   top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+                                   seed=int(body.get("seed") or 0),
+                                   repetition_penalty=float(body.get("repetition_penalty") or 1.0),
+                                   json_schema=schema, enable_thinking=thinking)
+            except (ValueError, TypeError) as exc:
+                self._send(400, {"error": {"message": f"bad sampling parameter: {exc}"}})
+                return
+            with state.lock:
+                seen = {k: v for k, v in asdict(params).items() if k != "json_schema"}
+                state.params = (state.params + [{**seen, "constrained": schema is not None}])[-1000:]
             try:
                 with state.model_lock:
                     text = state.llm.generate([messages], params)[0]
