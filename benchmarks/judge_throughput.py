@@ -9,6 +9,7 @@ a remote server, so that concurrency matters -- and grades benchmark responses c
 with ``judge.grade_responses`` over ``OpenAICompatibleLLM`` (no cache, no machine checks, short
 explanations). Prints requests/s at each concurrency, the ratio, and how many judgments were known.
 The test server decodes one request at a time, so at high concurrency its model time is the ceiling.
+With --fixed-answer the server answers a fixed valid grade instead (the client's engine alone).
 With --base-url the same measurement runs against a server already running (e.g. vLLM), no delay added.
 """
 from __future__ import annotations
@@ -28,11 +29,12 @@ from promedical.judge import coverage, grade_responses  # noqa: E402
 from promedical.llm import OpenAICompatibleLLM  # noqa: E402
 
 
-def start_server(model: str, delay: float) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, delay: float, answer: str | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "openai_server.py"), "--port", "0",
-                             "--model", model, "--delay", str(delay)], cwd=ROOT, env=env,
+                             "--model", model, "--delay", str(delay), *(["--answer", answer] if answer else [])],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("READY "):
@@ -86,11 +88,15 @@ def main() -> None:
     ap.add_argument("--sequential-requests", type=int, default=32, help="criterion requests at concurrency 1")
     ap.add_argument("--concurrency", type=int, default=64, help="the high concurrency to compare with 1")
     ap.add_argument("--base-url", help="measure a server already running instead of starting the test server")
+    ap.add_argument("--fixed-answer", action="store_true",
+                    help="the test server answers a fixed valid grade instead of running its model: measures the "
+                         "client's request engine alone (latency = --delay)")
     args = ap.parse_args()
     if args.requests < 1 or args.sequential_requests < 1 or args.concurrency < 1 or args.delay < 0:
         ap.error("--requests, --sequential-requests and --concurrency must be >= 1, --delay >= 0")
     rubrics = {r.id: r for r in load_split("bench")}
-    proc, base_url = (None, args.base_url) if args.base_url else start_server(args.model, args.delay)
+    proc, base_url = (None, args.base_url) if args.base_url else start_server(
+        args.model, args.delay, '{"explanation": "", "criteria_met": true}' if args.fixed_answer else None)
     try:
         run(base_url, args.model, 4, responses_for(4, rubrics), rubrics)  # warm-up (grammar compile)
         one = show(run(base_url, args.model, 1, responses_for(args.sequential_requests, rubrics), rubrics))
@@ -99,7 +105,8 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    where = f"server {base_url}" if args.base_url else f"test server, delay {args.delay} s per request"
+    where = f"server {base_url}" if args.base_url else f"test server, delay {args.delay} s per request" + (
+        ", fixed answer" if args.fixed_answer else ", model answers")
     print(f"ratio: {many['requests_per_s'] / one['requests_per_s']:.1f}x ({where})")
 
 

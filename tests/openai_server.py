@@ -10,6 +10,8 @@ answered request (``params``), so tests check what a client really sent.
 Flags for failure tests:
   --fail-first N   answer HTTP 503 to the first N chat requests
   --delay S        sleep S seconds before answering each chat request (timeout and throughput tests)
+  --answer TEXT    answer every chat request with TEXT instead of running the model (a client-side
+                   throughput benchmark: the latency is --delay alone; the model is still loaded)
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats -> {"requests": n, ...},
 POST /reset (zero the counters; the --fail-first count starts again).
@@ -33,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 class State:
-    def __init__(self, llm, fail_first: int, delay: float):
-        self.llm, self.fail_first, self.delay = llm, fail_first, delay
+    def __init__(self, llm, fail_first: int, delay: float, answer: str | None = None):
+        self.llm, self.fail_first, self.delay, self.answer = llm, fail_first, delay, answer
         self.lock = threading.Lock()  # guards the counters
         self.model_lock = threading.Lock()  # one generation at a time (tokenizers are not thread-safe)
         self.requests = self.failed = self.inflight = self.max_inflight = 0
@@ -137,12 +139,15 @@ def make_handler(state: State):
                 seen = {k: v for k, v in asdict(params).items() if k != "json_schema"}
                 state.params = (state.params + [{**seen, "constrained": schema is not None}])[-1000:]
             try:
-                with state.model_lock:
-                    t0 = time.perf_counter()
-                    text = state.llm.generate([messages], params)[0]
-                    completion_tokens = len(state.llm.tokenizer(text, add_special_tokens=False)["input_ids"])
-                    with state.lock:
-                        state.model_seconds += time.perf_counter() - t0
+                if state.answer is not None:
+                    text, completion_tokens = state.answer, 0
+                else:
+                    with state.model_lock:
+                        t0 = time.perf_counter()
+                        text = state.llm.generate([messages], params)[0]
+                        completion_tokens = len(state.llm.tokenizer(text, add_special_tokens=False)["input_ids"])
+                        with state.lock:
+                            state.model_seconds += time.perf_counter() - t0
             except Exception as exc:  # report, do not crash the server
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
                 return
@@ -164,12 +169,13 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="tiny-qwen3")
     ap.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N chat requests")
     ap.add_argument("--delay", type=float, default=0.0, help="sleep S seconds before answering each chat request")
+    ap.add_argument("--answer", help="answer every chat request with this text instead of running the model")
     args = ap.parse_args(argv)
 
     from promedical.llm import TransformersLLM
 
     llm = TransformersLLM(args.model)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(State(llm, args.fail_first, args.delay)))
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(State(llm, args.fail_first, args.delay, args.answer)))
     server.daemon_threads = True
     print(f"READY {server.server_address[1]}", flush=True)
     try:

@@ -227,6 +227,26 @@ def test_deadline_bounds_a_request_across_retries(servers):
         OpenAICompatibleLLM(slow.base_url, "m", concurrency=0)
 
 
+def test_judge_keeps_a_remote_backends_requests_in_flight(servers):
+    """The judge hands the OpenAI backend batches of 4 x its concurrency: with concurrency 16 more than
+    the default batch of 8 requests are in flight at once, never more than 16."""
+    from promedical.data import load_candidates, load_split
+    from promedical.judge import grade_responses
+
+    slow = servers["slow"]  # 3 s per request: requests overlap only if the client sends them together
+    deadline = time.monotonic() + 120
+    while slow.stats()["inflight"] and time.monotonic() < deadline:  # earlier timeout tests left requests there
+        time.sleep(0.5)
+    slow.reset()
+    cands = load_candidates(1)[:2]
+    llm = OpenAICompatibleLLM(slow.base_url, "tiny-qwen3", concurrency=16, max_retries=0, timeout=120)
+    judgments = grade_responses(load_split("bench"), cands, llm, use_checks=False, retries=0, progress=False,
+                                explanation_chars=0)
+    stats = slow.stats()
+    assert stats["requests"] == len(judgments) > 16
+    assert 8 < stats["max_inflight"] <= 16, stats["max_inflight"]
+
+
 def test_rate_limit_spaces_request_starts():
     limiter = RateLimiter(20.0)  # one start every 50 ms, shared by threads
     starts = []
