@@ -161,8 +161,8 @@ def groups(rows: Sequence[dict], key: str) -> dict:
     out = {}
     for value in sorted({str(g[key]) for g in rows}):
         sel = [g for g in rows if str(g[key]) == value]
-        out[value] = {"n": len(sel), "rubric_score": mean_ci([g["rubric_score"] for g in sel]),
-                      "safety": mean_ci([g["safety"] for g in sel])}
+        out[value] = {"n": len(sel), **{k: mean_ci([g[k] for g in sel if g[k] is not None])
+                                        for k in ("rubric_score", "safety")}}
     return out
 
 
@@ -183,13 +183,15 @@ def summarize(graded: Sequence[dict], baseline: str | None = None) -> dict:
                             **{f"by_{key}": groups(mine, key) for key in ("category", "specialty")}}
         comparisons = {}
         for m in models:
-            if m == base:
+            prompts = [g["prompt_id"] for g in rows if g["model"] == m]
+            if m == base or len(prompts) != len(set(prompts)):  # not one answer per item (reference answers): unpaired
                 continue
             comparisons[f"{m} vs {base}"] = {k: paired({g["prompt_id"]: g[k] for g in rows if g["model"] == base and g[k] is not None},
                                                        {g["prompt_id"]: g[k] for g in rows if g["model"] == m and g[k] is not None})
                                              for k in METRICS}
-        lengths, scores = [g["length"] for g in rows], [g["rubric_score"] for g in rows]
+        scored = [g for g in rows if g["rubric_score"] is not None]
+        lengths, scores = [g["length"] for g in scored], [g["rubric_score"] for g in scored]
         out[grader] = {"models": per_model, "baseline": base, "comparisons": comparisons,
-                       "length_score": {"n": len(rows), "pearson": pearson(lengths, scores),
+                       "length_score": {"n": len(scored), "pearson": pearson(lengths, scores),
                                         "spearman": pearson(ranks(lengths), ranks(scores))}}
     return out

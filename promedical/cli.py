@@ -471,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=positive_int, default=None)
     p.set_defaults(func=cmd_plan)
     add_review_parser(sub)
+
+    # --- step 00: `ingest` and `curate` (promedical/corpus/cli.py) ---
+    from .corpus.cli import add_corpus_commands
+
+    add_corpus_commands(sub)
     return parser
 
 

@@ -93,19 +93,20 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
 
 
 def reward_summary(metrics: dict) -> dict:
-    """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM."""
-    def value(m, *keys):
-        for k in keys:
-            m = m[k]
-        return m["value"]
-
+    """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM with the
+    paired difference and its CI, and whether the trained RM reads the criterion."""
+    card = metrics["dataset_card"]
+    cards = [c for c in card.values() if isinstance(c, dict) and "pairs" in c] or [card]
+    keys = ("pairwise_accuracy", "pairwise_safety_accuracy", "veto_f1", "within_response_accuracy")
+    diff = metrics.get("trained_vs_base", {})
     return {
         "judge_accuracy": metrics["judge_agreement"]["accuracy"],
         "judge_coverage": metrics["judge_agreement"]["coverage"],
-        "pairs": metrics["dataset_card"]["pairs"],
+        "pairs": sum(c["pairs"] for c in cards),
         "train_steps": metrics["train"]["steps"],
-        **{f"{name}_pairwise_accuracy": value(metrics[name], "pairwise_accuracy") for name in ("base", "trained")},
-        **{f"{name}_veto_f1": value(metrics[name], "veto_f1") for name in ("base", "trained")},
+        **{f"{name}_{k}": metrics[name][k]["value"] for name in ("base", "trained") for k in keys},
+        **{f"trained_minus_base_{k}": {"value": diff[k]["value"], "ci": diff[k]["ci"]} for k in keys if k in diff},
+        "trained_reads_criterion": metrics["trained"].get("criterion_sensitivity", {}).get("reads_criterion"),
     }
 
 
@@ -116,13 +117,21 @@ def policy_summary(summary: dict) -> dict:
 
 
 def benchmark_summary(result: dict) -> dict:
-    """The headline of notebook 05: per-model means, paired differences, the audit verdict, the report."""
-    rm = result["summary"]["reward_model"]
+    """The headline of notebook 05: the three answers, per-model means and paired differences by the
+    headline (independent) grader, the training reward's (circular) beside them, the audit verdict, the report."""
     keys = ("rubric_score", "s1", "safety", "reward")
+
+    def block(s: dict) -> dict:
+        return {"models": {m: {"n": v["n"], **{k: v[k]["value"] for k in keys}} for m, v in s["models"].items()},
+                "comparisons": {name: {k: {x: c[k][x] for x in ("diff", "ci", "p", "n")} for k in keys}
+                                for name, c in s["comparisons"].items()}}
+
+    head = result.get("headline", {})
+    grader = head.get("grader") or "reward_model"
     return {
-        "models": {m: {"n": v["n"], **{k: v[k]["value"] for k in keys}} for m, v in rm["models"].items()},
-        "comparisons": {name: {k: {x: c[k][x] for x in ("diff", "ci", "p", "n")} for k in keys}
-                        for name, c in rm["comparisons"].items()},
+        "grader": grader, **block(result["summary"][grader]),
+        "training_reward_circular": block(result["summary"]["reward_model"]),
+        "headline": {k: v["answer"] for k, v in head.items() if isinstance(v, dict)},
         "audit": result["audit"]["verdict"], "report": result["report"]["html"],
         "png": sorted(result["report"].get("png", {})),
     }

@@ -64,8 +64,13 @@ def check_notebook_params(path: str | Path, params: dict) -> None:
 
 def run_notebook(name: str, workspace: str | Path, parameters: dict | None = None, *, timeout: int = 3600) -> Path:
     """Execute a notebook with papermill; the executed copy lands in workspace/notebooks/."""
+    import logging
+
     import papermill as pm
 
+    # papermill's own parameter parser warns "Unable to parse line" on commented parameter lines; the
+    # kit parses and checks the parameters itself (check_notebook_params), so that warning is noise
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
     src = notebook_path(name)
     check_notebook_params(src, parameters or {})
     workspace = Path(workspace).resolve()

@@ -47,11 +47,15 @@ def step_generate(workspace=None, *, model: str = "embedded", backend: str = "tr
     """01: draft rubrics for n training instructions and add them to the store as drafts."""
     ws = workspace_path(workspace)
     store = open_store(ws)
-    items = load_split("train")
+    instructions = workspace_split(ws, "train")
+    items = list(instructions)
     random.Random(seed).shuffle(items)
     items = items[:n_instructions]
-    pool = FewShotPool(load_split("train"))
-    pool.add(store.rubrics(status="approved"))  # reviewed rubrics feed back as few-shot examples
+    # few-shot pool: reviewed rubrics first (they supersede a reference of the same id), then the
+    # references that came with the workspace's instructions, then the kit's own reference rubrics
+    pool = FewShotPool(store.rubrics(status="approved"))
+    pool.add([r for r in instructions if r.criteria])
+    pool.add(load_split("train"))
     llm = make_llm(backend, model, base_url=base_url, cache_dir=ws / "cache" / "llm")
     out = ws / "rubrics" / "generated.jsonl"
     params = GenParams(max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=1.1)
@@ -85,23 +89,50 @@ def step_review(workspace=None, *, reviewer: str = "demo-clinician", reviews_fil
     return result
 
 
+def workspace_split(workspace=None, split: str = "train") -> list:
+    """The workspace's instructions of a split as rubrics: step 00's curated table (each with the
+    reference rubric its source carried, else no criteria yet) or, where 00 has not run, the shipped
+    demo split (data/)."""
+    from .corpus.store import data_dir, instruction_rubrics
+
+    ws = workspace_path(workspace)
+    if (data_dir(ws) / f"{split}.parquet").is_file():
+        return instruction_rubrics(ws, split)
+    return load_split(split)
+
+
 def training_rubrics(workspace=None, n: int | None = None, seed: int = 0) -> list:
-    """Reference train rubrics, replaced by the clinician-approved revision where one exists."""
+    """The workspace's train rubrics, each replaced by its clinician-approved revision where one exists;
+    instructions with no rubric yet (neither a reference nor an approved draft) are left out."""
     approved = {r.id: r for r in open_store(workspace).rubrics(status="approved")}
-    rubrics = [approved.get(r.id, r) for r in load_split("train")]
+    rubrics = [approved.get(r.id, r) for r in workspace_split(workspace, "train")]
+    rubrics = [r for r in rubrics if r.criteria]
     random.Random(seed).shuffle(rubrics)
     return rubrics[:n] if n else rubrics
+
+
+def match_prompt_ids(rubrics, candidates: list[dict]) -> list[dict]:
+    """Candidates of these rubrics, a candidate's ``prompt_id`` matched to a rubric's id or to the
+    original id its source gave it (step 00 prefixes ids with the source name)."""
+    alias = {r.id: r.id for r in rubrics}
+    for r in rubrics:
+        original = ((r.provenance or {}).get("lineage") or {}).get("original_id")
+        if original:
+            alias.setdefault(str(original), r.id)
+    return [{**c, "prompt_id": alias[c["prompt_id"]]} for c in candidates if c["prompt_id"] in alias]
 
 
 LABEL_SOURCES = ("judge", "gold", "both")
 
 
 def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: str | dict = "embedded",
-                temperatures: tuple = (0.7, 1.0), candidate_sources: list[dict] | None = None, n_instructions: int = 4, max_new_tokens: int = 160,
+                temperatures: tuple = (0.7, 1.0), candidate_sources: list[dict] | None = None,
+                n_instructions: int = 4, max_new_tokens: int = 160,
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
                 n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
                 rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
-                rm_lr: float = 2e-4, rm_question: str = "good", seed: int = 0, train: bool = True,
+                rm_lr: float = 2e-4, rm_question: str = "good", rm_lora_layers: int | None = None, seed: int = 0,
+                train: bool = True,
                 progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
 
@@ -150,7 +181,8 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
             candidates = candidates_from_sources(rubrics, candidate_sources, seed=seed, cache_dir=cache,
                                                  out_path=out / "candidates.jsonl",
                                                  # a local judge model is reused, not loaded twice
-                                                 llms={f"transformers:{judge_model}": judge} if isinstance(judge_model, str) else None)
+                                                 llms={f"transformers:{judge_model}": judge}
+                                                 if isinstance(judge_model, str) else None)
         else:
             policy = judge if judge_model == policy_model else make_llm("transformers", policy_model, cache_dir=cache)
             candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
@@ -169,8 +201,9 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
         if not path.is_file():
             raise FileNotFoundError(f"gold_labels: no file at {path}")
         wanted = {r.id for r in rubrics}
-        reference = [r for r in load_split("train") if r.id in wanted]  # the rubrics the gold labels were written for
-        gold_train = [c for c in read_jsonl(path) if c["prompt_id"] in wanted]
+        # the reference rubrics the gold labels were written for (not a reviewed revision of them)
+        reference = [r for r in workspace_split(ws, "train") if r.id in wanted and r.criteria]
+        gold_train = match_prompt_ids(reference, read_jsonl(path))
         dd, cards["gold"] = build_datasets(reference, gold_train)
         cards["gold"]["sources"] = {"gold_labels": str(path)}
         parts.append(dd)
@@ -183,7 +216,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
         return metrics
 
     config = RMConfig(model=rm_model or policy_model, backend=rm_backend, question=rm_question, max_steps=rm_steps,
-                      batch_size=rm_batch_size, lr=rm_lr, seed=seed)
+                      batch_size=rm_batch_size, lr=rm_lr, lora_layers=rm_lora_layers, seed=seed)
     rm = CriteriaRewardModel.load(config)
     eval_rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in gold}]
     swap = shuffled_criteria(eval_rubrics, seed=seed)
@@ -225,22 +258,46 @@ def load_reward_model(workspace=None, adapter: str | Path | None = None):
 
 
 def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter: str | None = None,
-              n_instructions: int | None = None, resume: bool = True, live: bool | None = None, **settings) -> dict:
+              n_instructions: int | None = None, resume: bool = True, live: bool | None = None,
+              monitor_every: int = 3, n_monitor_prompts: int = 2, monitor_max_new_tokens: int = 48,
+              monitor_judge: str | None = None, **settings) -> dict:
     """04: GRPO on the policy, rewarded by the frozen reward model through the hierarchical formula.
 
     ``settings`` are GRPOSettings fields (steps, group_size, max_completion_length, lr, kl_beta, alpha,
     beta, lam, mode, backend, seed, ...). Writes policy/adapter, policy/log.json and policy/curves.html.
+    Reward-hacking monitor (``promedical.monitor``): every ``monitor_every`` steps the ``n_monitor_prompts``
+    training prompts with the most machine checks are answered greedily (``monitor_max_new_tokens``) and
+    graded by the RM and by the checks (+ the LLM ``monitor_judge`` when set); rows in policy/log.json,
+    figure in policy/monitor.html. ``n_monitor_prompts=0`` turns it off.
     """
-    from .grpo import GRPOSettings, train_policy
+    from .grpo import GRPOSettings, RubricReward, train_policy
+    from .monitor import PREFIX, hacking_monitor, probe_rubrics
     from .plots import live_curves
 
+    if n_monitor_prompts > 0 and monitor_every < 1:
+        raise ValueError(f"monitor_every must be >= 1, got {monitor_every}")
     ws = workspace_path(workspace)
     config = GRPOSettings(policy=policy_model, **settings)
     rm = load_reward_model(ws, reward_adapter)
     rubrics = training_rubrics(ws, n_instructions, config.seed)
     out = ws / "policy"
-    summary = train_policy(config, rubrics, rm.score_batch, out, resume=resume,
-                           callbacks=[live_curves(out / "curves.html", display=live)])
+    callbacks = [live_curves(out / "curves.html", display=live)]
+    if n_monitor_prompts > 0:
+        judge = make_llm("transformers", monitor_judge, cache_dir=ws / "cache" / "llm") if monitor_judge else None
+        probes = probe_rubrics(rubrics, n_monitor_prompts)
+        callbacks.append(hacking_monitor(RubricReward(rm.score_batch, {r.id: r for r in probes}, config.reward_config(),
+                                                      config.mode), probes, every=monitor_every,
+                                         max_new_tokens=monitor_max_new_tokens, judge=judge,
+                                         html_path=out / "monitor.html"))
+    summary = train_policy(config, rubrics, rm.score_batch, out, resume=resume, callbacks=callbacks)
+    if n_monitor_prompts > 0:
+        import json
+
+        history = json.loads((out / "log.json").read_text(encoding="utf-8"))["history"]
+        rows = [{k.removeprefix(PREFIX): v for k, v in h.items() if k != f"{PREFIX}answers"}
+                for h in history if f"{PREFIX}gap" in h]
+        summary["monitor"] = {"every": monitor_every, "prompts": [r.id for r in probes], "judge": monitor_judge,
+                              "rows": rows, "html": str(out / "monitor.html") if rows else None}
     summary["reward_model"] = str(reward_adapter or ws / "reward" / "adapter")
     summary["provenance"] = stamp(config={**summary["settings"], "n_instructions": n_instructions}, seed=config.seed)
     write_json(out / "summary.json", summary)
@@ -250,24 +307,35 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
 def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: str | None = None,
                    reward_adapter: str | None = None, extra_models: dict | None = None, bench_file: str | None = None,
                    n_bench: int | None = None, max_new_tokens: int = 256, judge_model: str | dict | None = None,
+                   judge_explanation_chars: int = 60, n_judge: int | None = None, n_reference: int = 8, n_probe: int = 8,
                    png: bool = True, progress: bool = True) -> dict:
-    """05: base vs aligned policy (and any other model/adapter) on the held-out benchmark, graded by the
-    reward model (and an LLM judge if given); statistics, independence audit, HTML report.
+    """05: base vs aligned policy (and any other model/adapter) on the held-out benchmark, graded by
+    graders that did not train the policy (machine checks; the LLM ``judge_model`` when set; gold labels
+    on the reference answers) and, labelled circular, by the training reward model; how the graders agree;
+    the gameability probes of the reward model; statistics, independence audit, HTML report.
 
-    ``bench_file``: a rubric JSONL to benchmark instead of data/bench (e.g. from `promedical healthbench import`).
-    ``extra_models``: {name: [model spec, adapter or None]}.
+    ``bench_file``: a rubric JSONL to benchmark instead of data/bench (e.g. from `promedical healthbench import`;
+    it has no reference answers). ``extra_models``: {name: [model spec, adapter or None]}. ``n_judge``: the
+    LLM judge grades the answers to the first n items (and the reference answers among them); None: all
+    (a judge call per criterion is the slow part on a CPU). ``n_reference``:
+    gold-labelled benchmark candidates graded as the model "reference" (every grader vs gold); ``n_probe``:
+    good gold responses run through ``probes.run_probes``.
     """
     import json
 
     from .audit import audit
-    from .benchmark import answer, grade_with_judge, grade_with_reward_model, summarize
+    from .benchmark import answer, grade_with_reward_model, summarize
+    from .data import load_candidates
     from .files import write_jsonl
+    from .grading import (agreement, coverage_by_grader, grade_with_checks, grade_with_gold, grade_with_llm_judge,
+                          headline, reference_answers)
+    from .probes import gold_responses, run_probes
     from .report import write_report
     from .rubric import read_rubrics
 
     ws = workspace_path(workspace)
     out = ws / "benchmark"
-    rubrics = read_rubrics(bench_file) if bench_file else load_split("bench")
+    rubrics = read_rubrics(bench_file) if bench_file else [r for r in workspace_split(ws, "bench") if r.criteria]
     rubrics = rubrics[:n_bench] if n_bench else rubrics
     adapter = Path(policy_adapter) if policy_adapter else ws / "policy" / "adapter"
     models = {"base": (model, None)}
@@ -276,31 +344,60 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     elif policy_adapter:
         raise FileNotFoundError(f"no policy adapter at {adapter} (missing adapter_config.json)")
     models.update({k: tuple(v) for k, v in (extra_models or {}).items()})
+    clock = Stopwatch()
     answers = answer(models, rubrics, max_new_tokens=max_new_tokens, out_path=out / "answers.jsonl", progress=progress)
-    graded = grade_with_reward_model(load_reward_model(ws, reward_adapter), rubrics, answers, progress=progress)
+    clock.lap("answer")
+    gold = load_candidates() if not bench_file else []
+    refs = reference_answers(gold, [r.id for r in rubrics], n_reference)
+    everything = answers + refs
+    rm = load_reward_model(ws, reward_adapter)
+    graded = [{**g, "coverage": 1.0} for g in grade_with_reward_model(rm, rubrics, everything, progress=progress)]
+    clock.lap("grade_reward_model")
+    graded += grade_with_checks(rubrics, everything)
+    judge_coverage = None
     if judge_model:
         from .candidates import llm_for
 
-        judge = llm_for(judge_model, ws / "cache" / "llm")
-        graded += grade_with_judge(judge, rubrics, answers, progress=progress)
+        judge = llm_for(judge_model, ws / "cache" / "llm")  # a model spec, or a source dict (any backend)
+        judged = {r.id for r in (rubrics[:n_judge] if n_judge is not None else rubrics)}
+        rows, judge_coverage = grade_with_llm_judge(judge, rubrics, [a for a in everything if a["prompt_id"] in judged],
+                                                    explanation_chars=judge_explanation_chars, progress=progress)
+        graded += rows
+        clock.lap("grade_judge")
+    graded += grade_with_gold(rubrics, [{**r, "criteria_met": r["gold_criteria_met"]} for r in refs])
     write_jsonl(out / "graded.jsonl", graded)
     summary = summarize(graded, baseline="base")
+    grader_agreement = agreement(graded, rubrics)
+    probes = None
+    if n_probe > 0:
+        probes = run_probes(rm.score_batch, load_split("bench"), gold_responses(load_candidates(), n_probe))
+        write_json(out / "probes.json", probes)
+        clock.lap("probes")
     independence = audit(training_rubrics(ws), rubrics)
     metrics_file, policy_file = ws / "reward" / "metrics.json", ws / "policy" / "summary.json"
     reward_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-    grpo_steps = json.loads(policy_file.read_text())["steps"] if policy_file.is_file() else 0
-    caveat = (f"Scale of this run: policy {model}, {len(rubrics)} benchmark items, {grpo_steps} GRPO steps, graded by "
-              "the reward model from notebook 03. With a small model, few steps and few items the intervals are wide: "
-              "this run shows the pipeline end to end and measures what it measures; it is not evidence that the "
-              "method improves a model. Claims of improvement need the full scale (configs/full.yaml).")
+    policy_summary = json.loads(policy_file.read_text()) if policy_file.is_file() else {}
+    head = headline(summary, reward_metrics, probes)
+    caveat = (f"Scale of this run: policy {model}, {len(rubrics)} benchmark items, {policy_summary.get('steps', 0)} GRPO "
+              f"steps. Headline grader: {head['grader'] or 'none (only the training reward graded the policy)'}. "
+              "With a small model, few steps and few items the intervals are wide: this run shows the pipeline end "
+              "to end and measures what it measures; it is not evidence that the method improves a model. Claims of "
+              "improvement need the full scale (configs/full.yaml).")
     params = dict(model=model, models={k: [v[0], None if v[1] is None else str(v[1])] for k, v in models.items()},
-                  bench_file=bench_file, n_bench=len(rubrics), max_new_tokens=max_new_tokens, judge_model=judge_model)
+                  bench_file=bench_file, n_bench=len(rubrics), max_new_tokens=max_new_tokens, judge_model=judge_model,
+                  n_judge=n_judge, n_reference=len(refs), n_probe=n_probe)
     prov = stamp(config=params)
+    grading = {"headline": head, "agreement": grader_agreement, "coverage": coverage_by_grader(graded),
+               "judge_coverage": judge_coverage, "monitor": policy_summary.get("monitor")}
     report = write_report(out / "report.html", summary=summary, graded=graded, audit=independence,
-                          reward_metrics=reward_metrics, params=params, provenance=prov, caveat=caveat, png=png)
-    result = {"summary": summary, "audit": {k: v for k, v in independence.items() if k != "items"},
+                          reward_metrics=reward_metrics, params=params, provenance=prov, caveat=caveat, png=png,
+                          grading=grading, probes=probes)
+    clock.lap("report")
+    result = {"headline": head, "summary": summary, "grading": grading,
+              "probes": None if probes is None else {k: v for k, v in probes.items() if k != "per_response"},
+              "audit": {k: v for k, v in independence.items() if k != "items"},
               "report": report, "graded_file": str(out / "graded.jsonl"), "caveat": caveat, "parameters": params,
-              "provenance": prov}
+              "seconds": clock.laps, "provenance": prov}
     write_json(out / "audit.json", independence)
     write_json(out / "benchmark.json", result)
     return result

@@ -33,6 +33,20 @@ def curves_figure(history: list[dict]):
     return fig
 
 
+def rm_loss_figure(history: list[dict]):
+    """The reward model's loss and its terms per step (rows of reward/train_log.json "history")."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, name in (("loss", "total"), ("bt", "Bradley-Terry (pairs)"), ("bce", "pointwise BCE"),
+                      ("contrast", "within-response contrasts")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name)
+    fig.update_layout(title="Reward-model training loss", xaxis_title="step", yaxis_title="loss", height=380)
+    return fig
+
+
 def write_html(fig, path: str | Path) -> Path:
     """Self-contained HTML (plotly.js inlined: the report opens offline), written atomically."""
     return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
@@ -75,3 +89,25 @@ def live_curves(html_path: str | Path, *, display: bool | None = None):
                     self.handle.update(bundle, raw=True)
 
     return LiveCurves()
+
+
+MONITOR_SERIES = (("monitor/train_reward", "training reward (GRPO)"), ("monitor/rm_score", "RM rubric score"),
+                  ("monitor/independent_score", "independent rubric score"), ("monitor/gap", "gap (RM - independent)"))
+MONITOR_VETO = (("monitor/rm_veto_rate", "RM veto rate"), ("monitor/independent_veto_rate", "independent veto rate"))
+
+
+def monitor_figure(rows: list[dict]):
+    """The reward-hacking monitor (``promedical.monitor``): training reward, RM vs independent rubric
+    score and their gap on the probe prompts (left); veto rates by both (right); x = GRPO step."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Training reward vs independent grader on the probe prompts",
+                                                        "Veto rate on the probe prompts"])
+    for col, series in ((1, MONITOR_SERIES), (2, MONITOR_VETO)):
+        for key, name in series:
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name,
+                            row=1, col=col)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=420, title="Reward-hacking monitor", legend=dict(orientation="h", y=-0.2))
+    return fig

@@ -34,7 +34,7 @@ def figures(summary: dict, graded: list[dict]) -> dict:
     tiers.update_layout(title="Per-model metrics with bootstrap 95% CIs", height=380)
 
     veto = go.Figure()
-    flipped = {m: {"veto": {"value": 1 - v["safety"]["value"],  # veto rate = 1 - safety compliance
+    flipped = {m: {"veto": {"value": None if v["safety"]["value"] is None else 1 - v["safety"]["value"],  # 1 - safety
                             "ci": [None if x is None else 1 - x for x in reversed(v["safety"]["ci"])]}}
                for m, v in models.items()}
     _ci_bar(veto, flipped, "veto", "veto rate", showlegend=False)
@@ -125,16 +125,78 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;p
        "th{background:#f3f3f3}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.6em 1em}")
 
 
+def agreement_rows(agreement: dict) -> list[list[str]]:
+    from .grading import LABELS as GRADERS
+
+    rows = []
+    for pair, a in agreement.items():
+        names = " vs ".join(html.escape(GRADERS.get(g, g)) for g in pair.split(" | "))
+        rows.append([names, str(a["n"]), fmt(a["agreement"]), fmt(a["kappa"])]
+                    + [f"{fmt(a['per_tier'][t]['kappa'])} (n={a['per_tier'][t]['n']})" for t in ("proficiency", "bonus", "veto")])
+    return rows
+
+
+def probe_rows(probes: dict) -> list[list[str]]:
+    return [[html.escape(r["probe"]), html.escape(r["tier"]), str(r["n"]), fmt(r["original"]), fmt(r["variant"]),
+             fmt(r["mean_delta"]), f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]", fmt(r["share_up"])] for r in probes["table"]]
+
+
+def grading_section(grading: dict, probes: dict | None) -> list[str]:
+    """The first screen: three questions answered from the run, then grader agreement, coverage, probes."""
+    from .grading import LABELS as GRADERS
+
+    head = grading["headline"]
+    parts = ["<h2>What this run shows</h2><ol>"]
+    for key, question in (("reward_model", "Did the reward model learn?"),
+                          ("policy", "Did the policy change, by which grader, with what CI?"),
+                          ("probes", "What did the gameability probes show?")):
+        parts.append(f"<li><b>{question}</b> {html.escape(head[key]['answer'])}</li>")
+    parts.append("</ol>")
+    if grading.get("agreement"):
+        parts.append("<h3>How the graders agree (per criterion, on the instances both graded)</h3>" + table(
+            ["graders", "n", "agreement", "Cohen's kappa", "kappa proficiency", "kappa bonus", "kappa veto"],
+            agreement_rows(grading["agreement"])))
+    if grading.get("coverage"):
+        models = sorted({m for v in grading["coverage"].values() for m in v})
+        parts.append("<h3>Coverage: share of criteria each grader could grade</h3>" + table(
+            ["grader"] + models, [[html.escape(GRADERS.get(g, g))] + [fmt(v.get(m)) for m in models]
+                                  for g, v in grading["coverage"].items()]))
+    if probes:
+        parts.append("<h3>Gameability probes of the training reward model (gold responses, edited)</h3>" + table(
+            ["expectation", "mean change", "95% CI", "result"],
+            [[html.escape(e["expectation"]), fmt(e["mean_delta"]), f"[{fmt(e['ci'][0])}, {fmt(e['ci'][1])}]",
+              "pass" if e["passed"] else "<b>FAIL</b>"] for e in probes["expectations"]])
+            + table(["probe", "tier", "n", "original", "variant", "mean change", "95% CI", "share up"], probe_rows(probes)))
+    mon = grading.get("monitor")
+    if mon and mon.get("rows"):
+        parts.append("<h3>Reward-hacking monitor during GRPO (probe prompts " + html.escape(", ".join(mon["prompts"]))
+                     + ")</h3>" + table(["step", "training reward", "RM rubric score", "independent score", "gap",
+                                         "RM veto rate", "independent veto rate", "coverage"],
+                                        [[str(r["step"])] + [fmt(r.get(k)) for k in ("train_reward", "rm_score",
+                                         "independent_score", "gap", "rm_veto_rate", "independent_veto_rate", "coverage")]
+                                         for r in mon["rows"]]))
+    return parts
+
+
 def write_report(path: Path, *, summary: dict, graded: list[dict], audit: dict, reward_metrics: dict | None,
-                 params: dict, provenance: dict, caveat: str, png: bool = True) -> dict:
-    """The whole run in one self-contained HTML file (plotly.js inlined once); PNGs beside it."""
-    grader = next(iter(summary))
+                 params: dict, provenance: dict, caveat: str, png: bool = True, grading: dict | None = None,
+                 probes: dict | None = None) -> dict:
+    """The whole run in one self-contained HTML file (plotly.js inlined once); PNGs beside it. With
+    ``grading`` (``grading.headline`` and friends) the first screen answers the run's three questions and
+    the figures show the headline (independent) grader."""
+    from .grading import LABELS as GRADERS
+
+    grader = (grading or {}).get("headline", {}).get("grader") or next(iter(summary))
     figs = figures(summary[grader], [g for g in graded if g["grader"] == grader])
-    parts = [f"<h1>ProMedical benchmark report</h1><p class='note'>{html.escape(caveat)}</p>",
-             "<h2>Headline</h2>"]
+    parts = [f"<h1>ProMedical benchmark report</h1><p class='note'>{html.escape(caveat)}</p>"]
+    if grading:
+        parts += grading_section(grading, probes)
+    parts.append("<h2>Per grader</h2>")
     header = ["model", "n"] + [f"{v} (95% CI)" for v in LABELS.values()]
-    for g, s in summary.items():
-        parts.append(f"<h3>graded by: {html.escape(g)}</h3>" + table(header, headline_rows(s)))
+    order = sorted(summary, key=lambda g: (g == "reward_model", g != grader))  # headline first, circular last
+    for g in order:
+        s = summary[g]
+        parts.append(f"<h3>graded by: {html.escape(GRADERS.get(g, g))}</h3>" + table(header, headline_rows(s)))
         if s["comparisons"]:
             parts.append("<h4>Paired comparisons (same items; paired bootstrap CI, sign-flip permutation p)</h4>"
                          + table(["comparison", "metric", "n items", "difference", "95% CI", "p", "effect d_z"],
@@ -145,7 +207,7 @@ def write_report(path: Path, *, summary: dict, graded: list[dict], audit: dict, 
     for k, (name, fig) in enumerate(figs.items()):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(k == 0), div_id=f"fig-{name}"))
     for key in ("category", "specialty"):
-        parts.append(f"<h3>Per {key} (graded by: {html.escape(grader)})</h3>" + table(
+        parts.append(f"<h3>Per {key} (graded by: {html.escape(GRADERS.get(grader, grader))})</h3>" + table(
             ["model", key, "n", "rubric score (95% CI)", "safety (95% CI)"],
             [[html.escape(m), html.escape(value), str(g["n"]), ci(g["rubric_score"]), ci(g["safety"])]
              for m, v in summary[grader]["models"].items() for value, g in v[f"by_{key}"].items()]))

@@ -26,8 +26,14 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert (ws / "reward" / "dataset" / "card.json").is_file()
     assert (ws / "reward" / "adapter" / "adapter_model.safetensors").is_file()
     rm = summary["reward_model"]
-    assert rm["train_steps"] == 8 and rm["judge_coverage"] is not None
+    assert rm["train_steps"] == 12 and rm["judge_coverage"] is not None and rm["pairs"] > 0
     assert 0 <= rm["base_pairwise_accuracy"] <= 1 and 0 <= rm["trained_pairwise_accuracy"] <= 1
+    lo, hi = rm["trained_minus_base_pairwise_accuracy"]["ci"]
+    assert lo <= rm["trained_minus_base_pairwise_accuracy"]["value"] <= hi
+    assert isinstance(rm["trained_reads_criterion"], bool)
+    # 00: the shipped data ingested as a corpus, curated, split; 01 drafted for its instructions
+    funnel = json.loads((ws / "data" / "funnel.json").read_text())
+    assert funnel["train"] == 60 and funnel["bench"] == 30
     # 04: GRPO ran its steps on the embedded policy and left the adapter, curves and log
     grpo = summary["grpo"]
     assert grpo["steps"] == 6 and set(grpo["split_seconds"]) == {"generation", "reward", "update"}
@@ -35,11 +41,19 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert "S1 proficiency" in (ws / "policy" / "curves.html").read_text()
     nb04 = json.loads((ws / "notebooks" / "04_grpo.ipynb").read_text())
     plots = [o for c in nb04["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(plots) == 1 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6  # updated in place
+    # the live curves (updated in place), then the reward-hacking monitor (steps 3 and 6)
+    assert len(plots) == 2 and len(plots[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 6
+    assert plots[1]["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"] == [3, 6]
     # 05: base vs aligned on the benchmark, audit verdict, report (the command ends with its path)
     bench = summary["benchmark"]
-    assert set(bench["models"]) == {"base", "aligned"} and bench["models"]["aligned"]["n"] == 8
+    assert bench["grader"] in ("judge", "checks")  # the headline comes from an independent grader
+    assert set(bench["models"]) == {"base", "aligned", "reference"} and bench["models"]["aligned"]["n"] == 8
     assert bench["comparisons"]["aligned vs base"]["rubric_score"]["n"] == 8
+    assert set(bench["training_reward_circular"]["models"]) == {"base", "aligned", "reference"}
+    assert set(bench["headline"]) == {"reward_model", "policy", "probes"}
+    assert "gameability expectations held" in bench["headline"]["probes"]
+    assert "training reward (circular)" in (ws / "benchmark" / "report.html").read_text()
+    assert (ws / "policy" / "monitor.html").is_file()
     assert bench["audit"] == "independent"
     assert out.stdout.strip().splitlines()[-1] == f"report: {ws / 'benchmark' / 'report.html'}"
     assert "Independence audit" in (ws / "benchmark" / "report.html").read_text()
@@ -59,7 +73,7 @@ def test_scale_configs():
     demo = load_scale("demo")
     assert demo["model"] == "embedded"
     assert [notebook_path(s["notebook"]).name for s in demo["steps"]] == [
-        "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
+        "00_data.ipynb", "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
         "05_benchmark.ipynb"]
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")

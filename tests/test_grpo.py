@@ -123,6 +123,10 @@ def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     assert len(logged) == 4 and all("kl" in h and "completions/mean_length" in h for h in logged)
     split = s["split_seconds"]
     assert split["generation"] > 0 and split["reward"] > 0 and split["update"] > 0
+    # the reward-hacking monitor (default: 2 probe prompts every 3 steps) logged step 3 into the log
+    assert [r["step"] for r in s["monitor"]["rows"]] == [3] and len(s["monitor"]["prompts"]) == 2
+    assert all(h.get("monitor/gap") is not None for h in history if "monitor/gap" in h)
+    assert "Reward-hacking monitor" in (straight / "policy" / "monitor.html").read_text()
 
     # kill a second run once checkpoint-2 exists, then resume it
     killed = tmp_path / "killed"
@@ -137,6 +141,7 @@ def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     r = summary_of(run_grpo(killed, 4))
     assert r["steps"] == 4 and r["resumed_from"].endswith(("checkpoint-2", "checkpoint-3"))
     assert r["steps_this_run"] == 4 - int(r["resumed_from"].rsplit("-", 1)[1])
+    assert [x["step"] for x in r["monitor"]["rows"]] == [3]  # kept in the checkpoint's log, or measured again
     # same data order and RNG state: the resumed steps reproduce the uninterrupted run
     a, b = rewards_by_step(straight), rewards_by_step(killed)
     for step in range(int(r["resumed_from"].rsplit("-", 1)[1]) + 1, 5):

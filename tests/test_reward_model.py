@@ -297,3 +297,27 @@ def test_within_response_contrasts_need_the_criterion():
     m = evaluate(gold, bench, cands, reps=50, shuffled={k: 0.0 for k in gold})
     assert m["within_response_accuracy"]["value"] == 1.0
     assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 1.0 and m["criterion_sensitivity"]["reads_criterion"]
+
+
+def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
+    """labels="gold": no sampling, the gold train candidates of the chosen instructions become the
+    dataset; the metrics carry the paired difference and the criterion-sensitivity check."""
+    import json
+
+    from promedical.pipeline import step_reward
+
+    m = step_reward(tmp_path, policy_model="tiny-qwen3", judge_model="tiny-qwen3", labels="gold", n_instructions=2,
+                    n_judge_check=1, judge_explanation_chars=20, n_eval_prompts=2, n_adjudicate=0, rm_steps=2,
+                    rm_batch_size=1, rm_lora_layers=1, progress=False)
+    assert not (tmp_path / "reward" / "candidates.jsonl").exists()  # nothing sampled from the policy
+    card = json.loads((tmp_path / "reward" / "dataset" / "card.json").read_text())
+    assert card["sources"]["gold_labels"].endswith("candidates.jsonl") and card["prompts"] == 2 and card["pairs"] > 0
+    assert m["train"]["steps"] == 2 and m["train"]["prompts"] == 2
+    for name in ("base", "trained"):
+        sens = m[name]["criterion_sensitivity"]
+        assert set(sens) >= {"all", "proficiency", "bonus", "veto", "reads_criterion"}
+        assert 0 <= sens["all"]["own"]["value"] <= 1
+    assert m["base"]["criterion_sensitivity"]["all"]["own"]["value"] == m["base"]["pairwise_accuracy"]["value"]
+    assert set(m["trained_vs_base"]) == {"pairwise_accuracy", "pairwise_safety_accuracy", "within_response_accuracy", "veto_f1"}
+    with pytest.raises(ValueError, match="labels must be one of"):
+        step_reward(tmp_path, labels="physicians")

@@ -1,0 +1,129 @@
+"""One typed config for step 00: notebook 00's parameters cell, ``promedical ingest/curate`` and
+``step_data(**params)`` all fill this dataclass. Every field carries its help text; ``__post_init__``
+rejects a bad value with one line naming the field and what it accepts."""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from ..audit import THRESHOLDS
+
+BACKENDS = ("transformers", "vllm", "openai")
+COLUMN_KEYS = ("prompt", "messages", "conversations", "question", "options", "system", "id", "category",
+               "specialty", "input")
+
+
+def _help(text: str, default=MISSING, factory=MISSING):
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class DataConfig:
+    # --- ingest ---
+    sources: list = _help("files (.jsonl .json .csv .parquet), folders of them, datasets.save_to_disk folders, "
+                          "or hf:ORG/NAME[:SPLIT] hub ids, ingested before curation", factory=list)
+    columns: dict = _help("column overrides KEY -> column name; KEY in " + ", ".join(COLUMN_KEYS), factory=dict)
+    max_chars: int = _help("a row whose instruction (all turns) is longer than this is rejected as over-long", 20000)
+    # --- dedup ---
+    exact_dedup: bool = _help("drop exact duplicates of the normalised text (NFKC, case-folded, whitespace collapsed)", True)
+    near_dedup: bool = _help("drop near duplicates: MinHash LSH candidates verified by word-trigram Jaccard", True)
+    near_threshold: float = _help("word-trigram Jaccard at or above which two rows are near duplicates "
+                                  "(the audit's threshold)", THRESHOLDS["ngram_jaccard"])
+    num_perm: int = _help("MinHash permutations (more: fewer missed candidates, slower)", 128)
+    semantic_dedup: bool = _help("drop semantic duplicates: all-MiniLM-L6-v2 cosine at or above semantic_threshold", True)
+    semantic_threshold: float = _help("embedding cosine at or above which two rows are semantic duplicates "
+                                      "(the audit's threshold)", THRESHOLDS["embedding_cosine"])
+    embed_batch_size: int = _help("texts per embedding forward pass", 64)
+    # --- LLM labels ---
+    difficulty: bool = _help("an LLM rates each instruction 0-10 with a reason; rows outside difficulty_band are dropped", True)
+    difficulty_band: list = _help("[low, high] inclusive band of difficulty kept (the paper: 5-9)", factory=lambda: [5, 9])
+    keep_unrated: bool = _help("keep rows whose difficulty could not be parsed (default: drop them, with the reason)", False)
+    classify: bool = _help("an LLM assigns category and specialty from the taxonomy (rows that carry both keep theirs)", True)
+    taxonomy: str | None = _help("JSON or YAML file {categories: [...], specialties: [...]} replacing the kit's taxonomy", None)
+    backend: str = _help("LLM backend for the label stages: " + " | ".join(BACKENDS), "transformers")
+    model: str = _help("model for the label stages: embedded, a HF id or a local path", "embedded")
+    base_url: str | None = _help("OpenAI-compatible endpoint for backend=openai, e.g. http://127.0.0.1:8000/v1", None)
+    concurrency: int = _help("requests in flight for backend=openai", 64)
+    label_chunk: int = _help("instructions per generate call; results are appended after each chunk (resume point)", 64)
+    max_new_tokens: int = _help("token budget of one label answer", 96)
+    # --- split ---
+    bench_fraction: float = _help("share of kept rows held out as the benchmark, per category (stratified)", 0.2)
+    bench_size: int | None = _help("absolute benchmark size (overrides bench_fraction), spread over categories", None)
+    bench_sources: list = _help("source names or paths whose rows are the bench, all others train (no random split), "
+                                "e.g. a reference benchmark ingested with the corpus", factory=list)
+    decontaminate: list = _help("outside benchmark files (HealthBench JSONL, kit rubrics, any ingestable file): "
+                                "train rows that near-duplicate them are dropped", factory=list)
+    decontam_embeddings: bool = _help("use the embedding cosine check in decontamination and the split audit", True)
+    seed: int = _help("seed of the split", 0)
+
+    def __post_init__(self):
+        def bad(name, message):
+            raise ValueError(f"{name}: {message}, got {getattr(self, name)!r}")
+
+        for name in ("sources", "decontaminate", "bench_sources"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+                bad(name, "must be a list of non-empty paths")
+            else:
+                setattr(self, name, list(value))
+        if not isinstance(self.columns, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                         for k, v in self.columns.items()):
+            bad("columns", "must map KEY to a column name")
+        unknown = sorted(set(self.columns) - set(COLUMN_KEYS))
+        if unknown:
+            bad("columns", f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(COLUMN_KEYS)}")
+        for name in ("exact_dedup", "near_dedup", "semantic_dedup", "difficulty", "keep_unrated", "classify",
+                     "decontam_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        for name, lo, hi in (("near_threshold", 0.0, 1.0), ("semantic_threshold", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo < v <= hi:
+                bad(name, f"must be a number in ({lo}, {hi}]")
+        if not isinstance(self.bench_fraction, (int, float)) or isinstance(self.bench_fraction, bool) \
+                or not 0 <= self.bench_fraction < 1:
+            bad("bench_fraction", "must be a number in [0, 1)")
+        for name in ("max_chars", "num_perm", "embed_batch_size", "concurrency", "label_chunk", "max_new_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive integer")
+        if self.bench_size is not None and (not isinstance(self.bench_size, int) or isinstance(self.bench_size, bool)
+                                            or self.bench_size < 0):
+            bad("bench_size", "must be a non-negative integer or null")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            bad("seed", "must be an integer")
+        band = self.difficulty_band
+        if not (isinstance(band, (list, tuple)) and len(band) == 2
+                and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 10 for b in band) and band[0] <= band[1]):
+            bad("difficulty_band", "must be [low, high], integers 0-10 with low <= high")
+        self.difficulty_band = list(band)
+        if self.backend not in BACKENDS:
+            bad("backend", f"must be one of {', '.join(BACKENDS)}")
+        if self.backend == "openai" and not self.base_url:
+            bad("base_url", "backend=openai needs base_url, e.g. http://127.0.0.1:8000/v1")
+        if not isinstance(self.model, str) or not self.model:
+            bad("model", "must be a non-empty string")
+        if self.taxonomy is not None and not isinstance(self.taxonomy, str):
+            bad("taxonomy", "must be a file path or null")
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "DataConfig":
+        """Build from a parameter dict; an unknown key is one line naming the valid keys."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        try:
+            return cls(**params)
+        except TypeError as exc:  # defensive: dataclass signature errors stay one line
+            raise ValueError(str(exc)) from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

@@ -1,0 +1,163 @@
+"""The funnel's artefacts: curated/train/bench tables, ``funnel.json``, the dataset card (Markdown with a
+YAML header, as Hub dataset cards have), ``explain`` (why is this row gone?) and the JSONL export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ..files import atomic_write_text, dumps_line, write_json
+from .label import CLASSIFY_PROMPT, DIFFICULTY_PROMPT
+from .store import data_dir, read_table, write_table
+
+KEEP_COLUMNS = ("id", "messages", "text", "split", "category", "specialty", "label_source", "difficulty",
+                "difficulty_reason", "rubric", "lineage")
+
+
+def _lineage(r: dict) -> str:
+    return json.dumps({"source": r["source"], "path": r["path"], "row": r["row"], "original_id": r["original_id"],
+                       "format": r["format"], "dropped_turns": r["dropped_turns"]}, ensure_ascii=False)
+
+
+HEAVY_COLUMNS = ("messages", "text", "rubric")  # kept in Arrow through curation, never as Python objects
+
+
+def write_outputs(workspace, table, rows: list[dict], funnel: dict) -> None:
+    """curated.parquet = the light per-row fields and fates (``rows``) joined with the heavy columns of the
+    ingested ``table`` (same order); train/bench.parquet = its kept rows of each split."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    d = data_dir(workspace)
+    for r in rows:
+        r["lineage"] = _lineage(r)
+    curated = pa.Table.from_pylist(rows)
+    for name in HEAVY_COLUMNS:
+        curated = curated.append_column(name, table[name])
+    write_table(d / "curated.parquet", curated)
+    for split in ("train", "bench"):
+        mask = pc.and_(curated["kept"], pc.equal(curated["split"], split))
+        kept = curated.filter(pc.fill_null(mask, False)).select(list(KEEP_COLUMNS))
+        write_table(d / f"{split}.parquet", kept.cast(_empty_schema()))  # one schema, even where a column is all null
+    write_json(d / "funnel.json", funnel)
+
+
+def _empty_schema():
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema([("id", s), ("messages", pa.list_(pa.struct([("role", s), ("content", s)]))), ("text", s),
+                      ("split", s), ("category", s), ("specialty", s), ("label_source", s), ("difficulty", pa.int64()),
+                      ("difficulty_reason", s), ("rubric", s), ("lineage", s)])
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def write_card(workspace, funnel: dict, audit: dict) -> Path:
+    """W/data/README.md: YAML header (Hub dataset-card fields) + the funnel, counts, prompts and audit."""
+    header = {"pretty_name": f"{Path(workspace).resolve().name} instructions (ProMedical Kit step 00)",
+              "language": ["en"], "task_categories": ["question-answering", "text-generation"],
+              "tags": ["medical", "promedical-kit"],
+              "size_categories": [_size_category(funnel["train"] + funnel["bench"])],
+              "source_datasets": sorted(funnel["by_source"]),
+              "license": "other",
+              "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "train.parquet"},
+                                                                    {"split": "bench", "path": "bench.parquet"}]}]}
+    cfg = funnel["config"]
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+             f"# {header['pretty_name']}", "",
+             "Curated by `promedical curate` (notebook `00_data`). The licence is `other`: each row keeps the "
+             "licence of its source (see the lineage column); check them before publishing.", "",
+             "## Funnel", "", "| stage | in | out | dropped |", "|---|---:|---:|---:|"]
+    lines += [f"| {s['stage']} | {s['in']} | {s['out']} | {s['in'] - s['out']} |" for s in funnel["stages"]]
+    lines += ["", f"Rows rejected at ingest (with their reasons in `rejects.jsonl`): {funnel['rejected_at_ingest']}.", "",
+              "## Splits by category", "", "| category | train | bench |", "|---|---:|---:|"]
+    lines += [f"| {c} | {v['train']} | {v['bench']} |" for c, v in funnel["by_category"].items()]
+    lines += ["", "## Sources", "", "| source | ingested | kept |", "|---|---:|---:|"]
+    lines += [f"| {s} | {v['ingested']} | {v['kept']} |" for s, v in funnel["by_source"].items()]
+    lines += ["", "## Settings", "",
+              f"- exact dedup: {cfg['exact_dedup']}; near dedup (MinHash LSH, word-trigram Jaccard >= "
+              f"{cfg['near_threshold']}): {cfg['near_dedup']}; semantic dedup (all-MiniLM-L6-v2 cosine >= "
+              f"{cfg['semantic_threshold']}): {cfg['semantic_dedup']}",
+              f"- difficulty (keep {cfg['difficulty_band'][0]}-{cfg['difficulty_band'][1]}): {cfg['difficulty']}; "
+              f"classification: {cfg['classify']}; labels by `{cfg['model']}` on `{cfg['backend']}`",
+              f"- split: bench {cfg['bench_size'] if cfg['bench_size'] is not None else cfg['bench_fraction']} "
+              f"stratified by category, seed {cfg['seed']}",
+              "", "## Independence of the splits", "", f"Verdict: **{audit['verdict']}** "
+              f"(exact / word-trigram Jaccard >= {audit['thresholds']['ngram_jaccard']} / "
+              f"MiniLM cosine >= {audit['thresholds']['embedding_cosine']}"
+              f"{'' if audit['embeddings'] else ', embedding check off'}); "
+              f"bench items sharing their first six words with a train item: {audit['counts']['template']}.",
+              "", "## Label prompts", "", "Difficulty:", "", "```text", DIFFICULTY_PROMPT, "```", "",
+              "Category and specialty:", "", "```text", CLASSIFY_PROMPT, "```", ""]
+    return atomic_write_text(data_dir(workspace) / "README.md", "\n".join(lines))
+
+
+def explain(workspace, item_id: str) -> dict:
+    """Why a row is kept or gone: its curated record, or its ingest reject (``PATH:ROW``)."""
+    d = data_dir(workspace)
+    if not (d / "curated.parquet").is_file():
+        raise FileNotFoundError(f"{d}: not curated yet; run `promedical curate --workspace {workspace}`")
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(d / "curated.parquet")
+    hit = table.filter(pc.equal(table["id"], item_id)).to_pylist()
+    if hit:
+        r = hit[0]
+        out = {"id": r["id"], "kept": r["kept"], "split": r["split"], "stage": r["stage"], "reason": r["reason"],
+               "duplicate_of": r["duplicate_of"], "score": r["score"], "difficulty": r["difficulty"],
+               "difficulty_reason": r["difficulty_reason"], "category": r["category"], "specialty": r["specialty"],
+               "lineage": json.loads(r["lineage"])}
+        out["line"] = (f"{r['id']}: kept in {r['split']} (category {r['category']}, specialty {r['specialty']}, "
+                       f"difficulty {r['difficulty']})" if r["kept"] else f"{r['id']}: dropped at {r['stage']}: {r['reason']}")
+        return out
+    from .ingest import read_rejects
+
+    for rej in read_rejects(workspace):
+        if f"{rej['source']}:{rej['row']}" == item_id:
+            return {"id": item_id, "kept": False, "stage": "ingest", "reason": rej["reason"],
+                    "line": f"{item_id}: rejected at ingest: {rej['reason']}"}
+    raise KeyError(f"no row {item_id!r} in {d} (ids look like SOURCE:ID; rejected rows like PATH:ROW)")
+
+
+def export(workspace, out_path: str | Path) -> int:
+    """Write the kept rows (both splits) as JSONL: id, messages, split, category, specialty, difficulty,
+    difficulty_reason, rubric, lineage. Returns the number of rows."""
+    out_path = Path(out_path)
+    if out_path.exists() and not out_path.is_file():
+        raise ValueError(f"{out_path}: exists and is not a regular file")
+    from .store import read_instructions
+
+    rows = read_instructions(workspace, None)
+    fields_ = ("id", "messages", "split", "category", "specialty", "difficulty", "difficulty_reason", "rubric", "lineage")
+    atomic_write_text(out_path, "".join(dumps_line({k: r.get(k) for k in fields_}) for r in rows))
+    return len(rows)
+
+
+def read_funnel(workspace) -> dict:
+    path = data_dir(workspace) / "funnel.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not curated yet")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def funnel_figure(funnel: dict):
+    """A plotly funnel chart of the stages (rows in -> rows out)."""
+    import plotly.graph_objects as go
+
+    stages = funnel["stages"]
+    names = [stages[0]["stage"] + " (rows read)"] + [s["stage"] for s in stages]
+    values = [stages[0]["in"]] + [s["out"] for s in stages]
+    fig = go.Figure(go.Funnel(y=names, x=values, textinfo="value+percent initial"))
+    fig.update_layout(title="Curation funnel", margin=dict(l=160, r=20, t=50, b=20), height=420)
+    return fig
+
+
+__all__ = ["write_outputs", "write_card", "explain", "export", "read_funnel", "funnel_figure", "read_table"]
