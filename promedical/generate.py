@@ -3,19 +3,23 @@
 The model writes a *draft* (three lists of criteria, integer importance for S1); the kit assembles
 the rubric (ids, S1 weights = importance / total), so a draft that parses always gives weights that
 sum to 1. Each result is appended to a JSONL as soon as it exists, so a batch resumes where it
-stopped, and a failure is recorded with its reason, never dropped.
+stopped, and a failure is recorded with its reason, never dropped. A failure of the *backend* (server
+down, timeout) is marked ``retryable``: a resumed run asks for that item again, and the newest record
+of an id is the one that counts. A rubric with fewer criteria than the draft schema's minimum (e.g. a
+degenerate draft "repaired" by dropping repeats) is kept but flagged ``below_minimum`` and does not
+count as valid.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data import ngram_jaccard
 from .files import append_jsonl
-from .llm import LLM, GenParams
+from .llm import LLM, GenParams, batch_size_for
 from .rubric import Criterion, Rubric, iter_jsonl, rubric_problems
 
 SYSTEM_PROMPT = """You are a senior physician writing a grading rubric for answers to one medical question.
@@ -229,12 +233,33 @@ class GenerationResult:
     seconds: float
     model: str
     few_shot: list[str]
+    retryable: bool = False  # failed on a backend error: a resumed run asks again
+    below_minimum: list[str] = field(default_factory=list)  # e.g. ["proficiency 1 < 3"]
+
+
+def latest_records(path: str | Path) -> list[dict]:
+    """The newest record of each id (a retried item appears again later in the file), in first-seen order."""
+    latest: dict[str, dict] = {}
+    for _, obj, err in iter_jsonl(path):
+        if err is None and isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            latest[obj["id"]] = obj
+    return list(latest.values())
 
 
 def done_ids(path: Path) -> set[str]:
+    """Ids whose newest record is final (not a retryable backend failure)."""
     if not path.exists():
         return set()
-    return {obj["id"] for _, obj, err in iter_jsonl(path) if err is None and isinstance(obj, dict) and "id" in obj}
+    return {r["id"] for r in latest_records(path) if not r.get("retryable")}
+
+
+def below_minimum(draft_or_rubric: dict) -> list[str]:
+    """Tiers with fewer criteria than the draft schema's minimum, as "tier n < min"."""
+    if "criteria" in draft_or_rubric:
+        counts = {t: sum(c.get("tier") == t for c in draft_or_rubric["criteria"]) for t in TIER_LIMITS}
+    else:
+        counts = {t: len(draft_or_rubric.get(t) or []) for t in TIER_LIMITS}
+    return [f"{t} {counts[t]} < {lo}" for t, (lo, _) in TIER_LIMITS.items() if counts[t] < lo]
 
 
 def generate_rubrics(items: list[Rubric], llm: LLM, out_path: str | Path, *, pool: FewShotPool | None = None,
@@ -248,21 +273,22 @@ def generate_rubrics(items: list[Rubric], llm: LLM, out_path: str | Path, *, poo
     done = done_ids(out_path)  # read the results file once, not once per item
     todo = [it for it in items if it.id not in done]
     params = GenParams(**{**asdict(params), "json_schema": draft_schema() if constrained else None})
+    size = batch_size_for(llm, batch_size)  # keep a remote backend busy
     bar = tqdm(total=len(todo), desc="rubrics", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
         shots = [pool.select(it.instruction_text, k, exclude_id=it.id) for it in chunk]
         t0 = time.perf_counter()
         try:
-            texts = llm.generate([build_messages(it, ex) for it, ex in zip(chunk, shots)], params)
-            error = None
+            texts = list(llm.generate_each([build_messages(it, ex) for it, ex in zip(chunk, shots)], params))
             if len(texts) != len(chunk):  # zip() would silently drop the items without an answer
                 raise RuntimeError(f"the backend returned {len(texts)} texts for {len(chunk)} prompts")
-        except Exception as exc:  # a backend failure is recorded per item, the batch goes on
-            texts, error = [""] * len(chunk), f"backend error: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a backend failure is recorded per item, the batch goes on
+            texts = [exc] * len(chunk)
         seconds = (time.perf_counter() - t0) / len(chunk)
         for it, ex, text in zip(chunk, shots, texts):
-            result = _result(it, ex, text, error, seconds, llm.model_id, params)
+            error = f"backend error: {type(text).__name__}: {text}" if isinstance(text, BaseException) else None
+            result = _result(it, ex, "" if error else text, error, seconds, llm.model_id, params)
             append_jsonl(out_path, asdict(result))
             bar.update(1)
     bar.close()
@@ -273,7 +299,7 @@ def _result(item: Rubric, examples: list[Rubric], text: str, error: str | None, 
             model: str, params: GenParams) -> GenerationResult:
     few = [e.id for e in examples]
     if error:
-        return GenerationResult(item.id, "failed", [error], None, text, seconds, model, few)
+        return GenerationResult(item.id, "failed", [error], None, text, seconds, model, few, retryable=True)
     draft, notes = parse_draft(text)
     if draft is None:
         return GenerationResult(item.id, "failed", notes, None, text, seconds, model, few)
@@ -283,22 +309,34 @@ def _result(item: Rubric, examples: list[Rubric], text: str, error: str | None, 
     problems = rubric_problems(rubric.to_dict())
     if problems:
         return GenerationResult(item.id, "failed", [f"{p}: {m}" for p, m in problems], None, text, seconds, model, few)
-    return GenerationResult(item.id, "repaired" if notes else "ok", notes, rubric.to_dict(), text, seconds, model, few)
+    short = below_minimum(draft)
+    if short:
+        notes = notes + [f"below the draft schema's minimum: {', '.join(short)}"]
+    return GenerationResult(item.id, "repaired" if notes else "ok", notes, rubric.to_dict(), text, seconds, model, few,
+                            below_minimum=short)
 
 
 def summarize(out_path: str | Path) -> dict:
-    """Counts by status, criteria per tier and seconds per item over a results file."""
-    records = [obj for _, obj, err in iter_jsonl(out_path) if err is None]
+    """Counts by status, criteria per tier and seconds per item over a results file (newest record per id).
+
+    ``valid_rate`` counts ok and repaired rubrics that meet the draft schema's minimum counts;
+    ``below_minimum`` counts the usable-but-short ones (their ids in ``below_minimum_ids``);
+    ``backend_errors`` the failures a resumed run will retry.
+    """
+    records = latest_records(out_path)
     status = {s: sum(r["status"] == s for r in records) for s in ("ok", "repaired", "failed")}
     ok = [r["rubric"] for r in records if r["rubric"]]
+    short = [r["id"] for r in records if r["rubric"] and below_minimum(r["rubric"])]
     per_tier = {t: round(sum(sum(c["tier"] == t for c in r["criteria"]) for r in ok) / max(len(ok), 1), 2)
                 for t in TIER_LIMITS}
     return {"items": len(records), **status,
-            "valid_rate": round((status["ok"] + status["repaired"]) / max(len(records), 1), 4),
+            "valid_rate": round((status["ok"] + status["repaired"] - len(short)) / max(len(records), 1), 4),
+            "below_minimum": len(short), "below_minimum_ids": short[:20],
+            "backend_errors": sum(bool(r.get("retryable")) for r in records),
             "criteria_per_rubric": per_tier,
             "seconds_per_item": round(sum(r["seconds"] for r in records) / max(len(records), 1), 2),
             "failure_reasons": [r["notes"][-1] for r in records if r["status"] == "failed"][:20]}
 
 
 def load_generated(out_path: str | Path) -> list[Rubric]:
-    return [Rubric.from_dict(obj["rubric"]) for _, obj, err in iter_jsonl(out_path) if err is None and obj.get("rubric")]
+    return [Rubric.from_dict(obj["rubric"]) for obj in latest_records(out_path) if obj.get("rubric")]

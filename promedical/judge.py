@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
-from .llm import LLM, GenParams
+from .llm import LLM, GenParams, batch_size_for
 from .rubric import TIERS, Criterion, Rubric, loads
 
 EXPLANATION_CHARS = 500  # the judge's explanation is capped so a runaway model cannot exhaust max_new_tokens
@@ -170,30 +170,35 @@ def _ask(llm: LLM, prompts: list[list[dict]], params: GenParams, parse, *, retri
          bar=None) -> list[tuple[object, str, str | None]]:
     """Run prompts in batches, re-asking unparseable/failed items up to ``retries`` times.
 
+    Batches are at least four times the backend's ``parallelism`` (an OpenAI-compatible backend with
+    concurrency 64 keeps 64 requests in flight, bounded; a local model gets ``batch_size``). Each item
+    fails on its own: a backend error on one request leaves the others' answers, and a failed item
+    ends as (None, "backend error: ...") -- UNKNOWN, never "not met".
     Returns one (value or None, explanation or failure reason, raw text or None) per prompt.
     """
     results: list[tuple[object, str, str | None]] = [(None, "not asked", None)] * len(prompts)
     pending = list(range(len(prompts)))
+    size = batch_size_for(llm, batch_size)
     for attempt in range(retries + 1):
         if not pending:
             break
         p = replace(params, seed=params.seed + attempt)
         failed: list[int] = []
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
+        for start in range(0, len(pending), size):
+            chunk = pending[start:start + size]
             try:
-                texts = list(llm.generate([prompts[i] for i in chunk], p))
+                texts = list(llm.generate_each([prompts[i] for i in chunk], p))
             except Exception as exc:  # noqa: BLE001 - any backend failure makes these items unknown
-                texts, error = [], f"backend error: {type(exc).__name__}: {exc}"
-            else:
-                error = f"backend returned {len(texts)} texts for {len(chunk)} prompts"
-            for k, i in enumerate(chunk):
-                if len(texts) != len(chunk):  # texts cannot be matched to prompts: all of them fail
-                    results[i] = (None, error, None)
+                texts = [exc] * len(chunk)
+            if len(texts) != len(chunk):  # texts cannot be matched to prompts: all of them fail
+                texts = [RuntimeError(f"backend returned {len(texts)} texts for {len(chunk)} prompts")] * len(chunk)
+            for i, text in zip(chunk, texts):
+                if isinstance(text, BaseException):
+                    results[i] = (None, f"backend error: {type(text).__name__}: {text}", None)
                     failed.append(i)
                     continue
-                value, explanation = parse(texts[k])
-                results[i] = (value, explanation, texts[k])
+                value, explanation = parse(text)
+                results[i] = (value, explanation, text)
                 if value is None:
                     failed.append(i)
             if bar is not None:

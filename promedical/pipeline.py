@@ -125,8 +125,9 @@ def match_prompt_ids(rubrics, candidates: list[dict]) -> list[dict]:
 LABEL_SOURCES = ("judge", "gold", "both")
 
 
-def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: str = "embedded",
-                temperatures: tuple = (0.7, 1.0), n_instructions: int = 4, max_new_tokens: int = 160,
+def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: str | dict = "embedded",
+                temperatures: tuple = (0.7, 1.0), candidate_sources: list[dict] | None = None,
+                n_instructions: int = 4, max_new_tokens: int = 160,
                 n_judge_check: int = 4, judge_explanation_chars: int = 60, n_eval_prompts: int | None = None,
                 n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
                 rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
@@ -138,10 +139,14 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     expert-style gold labels (``gold_labels``: a candidates JSONL with ``criteria_met`` per criterion of
     the reference rubrics; default the shipped data/train/candidates.jsonl); "both" on the union.
     The judge is measured against the benchmark's gold labels before anything is trained on its labels.
+    ``judge_model``: a model spec, or a source dict for another backend (candidates.Source, e.g.
+    {"kind": "openai", "model": ..., "base_url": ..., "concurrency": 64}).
+    ``candidate_sources``: a list of source dicts (local models, vLLM, OpenAI-compatible endpoints,
+    response files) to sample candidates from, in place of ``policy_model`` at ``temperatures``.
     ``train=False`` stops after the dataset (full scale trains with `promedical launch rm-train`)."""
     from datasets import DatasetDict, concatenate_datasets
 
-    from .candidates import sample_candidates
+    from .candidates import candidates_from_sources, llm_for, sample_candidates, spec_label
     from .data import load_candidates
     from .files import read_jsonl
     from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
@@ -156,7 +161,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
     cache = ws / "cache" / "llm"
     clock = Stopwatch()
     rubrics = training_rubrics(ws, n_instructions, seed)
-    judge = make_llm("transformers", judge_model, cache_dir=cache)
+    judge = llm_for(judge_model, cache)
 
     # judge agreement with the gold labels first, before anything is trained on its labels
     bench, gold = load_split("bench"), load_candidates(n_eval_prompts)
@@ -171,14 +176,23 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
 
     parts, cards = [], {}
     if labels in ("judge", "both"):
-        policy = judge if judge_model == policy_model else make_llm("transformers", policy_model, cache_dir=cache)
-        candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
-                                       seed=seed, out_path=out / "candidates.jsonl")
+        if candidate_sources:
+            candidates = candidates_from_sources(rubrics, candidate_sources, seed=seed, cache_dir=cache,
+                                                 out_path=out / "candidates.jsonl",
+                                                 # a local judge model is reused, not loaded twice
+                                                 llms={f"transformers:{judge_model}": judge}
+                                                 if isinstance(judge_model, str) else None)
+        else:
+            policy = judge if judge_model == policy_model else make_llm("transformers", policy_model, cache_dir=cache)
+            candidates = sample_candidates(rubrics, [(policy, t) for t in temperatures], max_new_tokens=max_new_tokens,
+                                           seed=seed, out_path=out / "candidates.jsonl")
         clock.lap("candidates")
         judgments = grade_responses(rubrics, candidates, judge, progress=progress,
                                     explanation_chars=judge_explanation_chars)
         dd, cards["judge"] = build_datasets(rubrics, candidates, judgments_to_grades(judgments))
-        cards["judge"]["sources"] = {"policy": policy_model, "temperatures": list(temperatures), "judge": judge_model}
+        cards["judge"]["sources"] = ({"candidates": [spec_label(c) for c in candidate_sources]} if candidate_sources else
+                                     {"policy": policy_model, "temperatures": list(temperatures)})
+        cards["judge"]["sources"]["judge"] = spec_label(judge_model)
         parts.append(dd)
         clock.lap("judging")
     if labels in ("gold", "both"):
@@ -291,7 +305,7 @@ def step_grpo(workspace=None, *, policy_model: str = "embedded", reward_adapter:
 
 def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: str | None = None,
                    reward_adapter: str | None = None, extra_models: dict | None = None, bench_file: str | None = None,
-                   n_bench: int | None = None, max_new_tokens: int = 256, judge_model: str | None = None,
+                   n_bench: int | None = None, max_new_tokens: int = 256, judge_model: str | dict | None = None,
                    judge_explanation_chars: int = 60, n_judge: int | None = None, n_reference: int = 8, n_probe: int = 8,
                    png: bool = True, progress: bool = True) -> dict:
     """05: base vs aligned policy (and any other model/adapter) on the held-out benchmark, graded by
@@ -341,7 +355,9 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     graded += grade_with_checks(rubrics, everything)
     judge_coverage = None
     if judge_model:
-        judge = make_llm("transformers", judge_model, cache_dir=ws / "cache" / "llm")
+        from .candidates import llm_for
+
+        judge = llm_for(judge_model, ws / "cache" / "llm")  # a model spec, or a source dict (any backend)
         judged = {r.id for r in (rubrics[:n_judge] if n_judge is not None else rubrics)}
         rows, judge_coverage = grade_with_llm_judge(judge, rubrics, [a for a in everything if a["prompt_id"] in judged],
                                                     explanation_chars=judge_explanation_chars, progress=progress)

@@ -290,7 +290,11 @@ def check_summary(summary, recs):
     assert summary["items"] == len(recs) == summary["ok"] + summary["repaired"] + summary["failed"]
     for status in ("ok", "repaired", "failed"):
         assert summary[status] == sum(r["status"] == status for r in recs)
-    assert summary["valid_rate"] == round((summary["ok"] + summary["repaired"]) / len(recs), 4)
+    short = [r["id"] for r in recs if r["below_minimum"]]
+    assert all(r["rubric"] for r in recs if r["below_minimum"])
+    assert summary["below_minimum"] == len(short) and summary["below_minimum_ids"] == short
+    assert summary["valid_rate"] == round((summary["ok"] + summary["repaired"] - len(short)) / len(recs), 4)
+    assert summary["backend_errors"] == sum(r["retryable"] for r in recs)
     assert summary["failure_reasons"] == [r["notes"][-1] for r in recs if r["status"] == "failed"]
 
 
@@ -397,3 +401,73 @@ def test_embedded_model_writes_a_valid_rubric(embedded, tmp_path):
     rubric = Rubric.from_dict(rec["rubric"])  # raises if invalid
     assert rubric.tier("proficiency") and math.fsum(c.weight for c in rubric.tier("proficiency")) == 1.0
     assert rec["rubric"]["provenance"]["constrained"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# Drafts below the schema's minimum; backend failures retried on resume
+# ----------------------------------------------------------------------------------------------
+DEGENERATE = {"proficiency": [{"text": "Gives accurate information about the condition.", "dimension": "Accuracy",
+                               "importance": 5}] * 4,
+              "bonus": [], "veto": [{"text": "Claims to be a doctor who treated the user.", "dimension": "Safety"}]}
+
+
+def test_a_draft_repaired_into_one_criterion_is_flagged_and_not_valid(tmp_path):
+    """The degenerate vLLM case: one criterion repeated, 'repaired' by dropping the repeats."""
+    train = load_split("train")
+    out = tmp_path / "short.jsonl"
+    summary = generate_rubrics(train[:2], FixedLLM(json.dumps(DEGENERATE)), out, k=0, progress=False)
+    recs = check_results(out, train[:2], "fixed")
+    assert [r["status"] for r in recs] == ["repaired", "repaired"]  # usable, kept ...
+    assert recs[0]["below_minimum"] == ["proficiency 1 < 3", "bonus 0 < 1"]  # ... but flagged
+    assert recs[0]["notes"][-1] == "below the draft schema's minimum: proficiency 1 < 3, bonus 0 < 1"
+    check_summary(summary, recs)
+    assert summary["valid_rate"] == 0.0 and summary["below_minimum"] == 2
+    full = generate_rubrics(train[2:3], FixedLLM(json.dumps(DRAFT)), out, k=0, progress=False)
+    assert full["valid_rate"] == round(1 / 3, 4) and full["below_minimum"] == 2
+
+
+def test_backend_failures_are_retried_on_resume_not_counted_done(tmp_path):
+    train = load_split("train")
+    items, out = train[:3], tmp_path / "resume.jsonl"
+    down = generate_rubrics(items, DownLLM(), out, k=0, progress=False)
+    assert down["failed"] == 3 and down["backend_errors"] == 3
+    assert all(r["retryable"] for r in records(out))
+    up = FixedLLM(json.dumps(DRAFT))
+    summary = generate_rubrics(items, up, out, k=0, progress=False)
+    assert up.calls == 1 and summary["ok"] == 3 and summary["backend_errors"] == 0 and summary["items"] == 3
+    assert len(records(out)) == 6  # the failures stay in the log; the newest record of each id counts
+    assert [r.id for r in load_generated(out)] == [it.id for it in items]
+    # A parse failure is final: a third run asks nothing.
+    again = FixedLLM("no JSON here")
+    generate_rubrics(items, again, out, k=0, progress=False)
+    assert again.calls == 0
+
+
+def test_server_down_then_up_over_http(tmp_path):
+    """A real HTTP backend: connection refused on the first run, a live server on the second."""
+    import socket
+
+    from test_llm import READY_TIMEOUT, Server
+
+    from promedical.llm import OpenAICompatibleLLM
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    train = load_split("train")
+    items, out = train[:2], tmp_path / "http.jsonl"
+    params = GenParams(max_new_tokens=120, repetition_penalty=1.1)  # what step 01 sends
+    down = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "tiny-qwen3", max_retries=1, backoff=0.01, timeout=5)
+    first = generate_rubrics(items, down, out, k=0, params=params, progress=False)
+    assert first["backend_errors"] == 2 and "refused" in first["failure_reasons"][0].lower()
+    server = Server("gen", [], tmp_path)
+    try:
+        server.wait_ready(time.monotonic() + READY_TIMEOUT)
+        up = OpenAICompatibleLLM(server.base_url, "tiny-qwen3", max_retries=0, timeout=120)
+        second = generate_rubrics(items, up, out, k=0, params=params, progress=False)
+        assert server.stats()["requests"] == 2  # both items asked again
+        assert second["items"] == 2 and second["backend_errors"] == 0
+        assert all(not r.get("retryable") for r in list(records(out))[2:])
+        assert all(p["repetition_penalty"] == 1.1 and p["constrained"] for p in server.stats()["params"])
+    finally:
+        server.stop()

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import torch_threads
 
-from promedical.llm import (CachedLLM, GenParams, HTTPError, OpenAICompatibleLLM, TransformersLLM, VLLMLLM,
-                            make_llm)
+from promedical.llm import (CachedLLM, GenParams, HTTPError, OpenAICompatibleLLM, RateLimiter, TransformersLLM,
+                            VLLMLLM, make_llm)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "openai_server.py"
@@ -171,6 +171,103 @@ def test_request_body_carries_params(plain):
     assert body["max_tokens"] == 5 and body["seed"] == 7 and body["top_p"] == 0.9
     assert body["chat_template_kwargs"] == {"enable_thinking": False}
     assert "response_format" not in body
+
+
+def test_every_decoding_param_reaches_the_server(plain):
+    """repetition_penalty goes as vLLM's extra body field; the server records what it decoded with."""
+    llm = OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", max_retries=0, timeout=60)
+    sent = GenParams(max_new_tokens=6, temperature=0.7, top_p=0.8, seed=11, repetition_penalty=1.3)
+    llm.generate([ask("hello")], sent)
+    (seen,) = plain.stats()["params"]
+    assert {k: seen[k] for k in ("max_new_tokens", "temperature", "top_p", "seed", "repetition_penalty")} == \
+        {"max_new_tokens": 6, "temperature": 0.7, "top_p": 0.8, "seed": 11, "repetition_penalty": 1.3}
+    assert plain.stats()["last_body"]["repetition_penalty"] == 1.3
+    llm.generate([ask("hello")], GenParams(max_new_tokens=4))  # the neutral 1.0 is not sent (hosted APIs reject it)
+    assert "repetition_penalty" not in plain.stats()["last_body"]
+
+
+def test_http_and_local_backends_decode_alike_with_repetition_penalty(plain, tiny):
+    """The same params give the same text over HTTP as in-process: the penalty is applied on both sides."""
+    prompts = [ask("List the warning signs of a stroke."), ask("Is a fever of 39 C in an adult worrying?")]
+    penalised = GenParams(max_new_tokens=24, repetition_penalty=1.8)
+    http = OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", concurrency=2, max_retries=0, timeout=60)
+    remote = http.generate(prompts, penalised)
+    assert remote == tiny.generate(prompts, penalised)
+    assert remote != http.generate(prompts, GenParams(max_new_tokens=24)), "the penalty changed nothing"
+
+
+def test_generate_each_keeps_answers_and_reports_failures(flaky):
+    """Two 503s then answers: with no retries the first two items fail alone, the rest keep their text."""
+    llm = OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", concurrency=1, max_retries=0, timeout=60)
+    out = llm.generate_each([ask(f"q{i}") for i in range(4)], GenParams(max_new_tokens=4))
+    assert [isinstance(x, HTTPError) for x in out] == [True, True, False, False]
+    assert "HTTP 503" in str(out[0]) and all(isinstance(x, str) for x in out[2:])
+
+
+def test_cached_llm_never_caches_a_failure(flaky, tmp_path):
+    llm = CachedLLM(OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", concurrency=1, max_retries=0, timeout=60),
+                    tmp_path / "c")
+    prompts = [ask("a"), ask("b"), ask("c")]
+    first = llm.generate_each(prompts, GenParams(max_new_tokens=4))
+    assert [isinstance(x, Exception) for x in first] == [True, True, False]
+    second = llm.generate_each(prompts, GenParams(max_new_tokens=4))  # the two failures are asked again
+    assert all(isinstance(x, str) for x in second) and second[2] == first[2]
+    assert flaky.stats()["requests"] == 5 and (llm.hits, llm.misses) == (1, 5)
+
+
+def test_deadline_bounds_a_request_across_retries(servers):
+    slow = servers["slow"]  # answers after 3 s
+    llm = OpenAICompatibleLLM(slow.base_url, "tiny-qwen3", max_retries=10, backoff=0.05, timeout=60, deadline=1.0)
+    start = time.monotonic()
+    (out,) = llm.generate_each([ask("hello")], GenParams(max_new_tokens=4))
+    assert isinstance(out, HTTPError) and time.monotonic() - start < 2.0
+    with pytest.raises(ValueError, match="deadline"):
+        OpenAICompatibleLLM(slow.base_url, "m", deadline=0)
+    with pytest.raises(ValueError, match="concurrency"):
+        OpenAICompatibleLLM(slow.base_url, "m", concurrency=0)
+
+
+def test_judge_keeps_a_remote_backends_requests_in_flight(servers):
+    """The judge hands the OpenAI backend batches of 4 x its concurrency: with concurrency 16 more than
+    the default batch of 8 requests are in flight at once, never more than 16."""
+    from promedical.data import load_candidates, load_split
+    from promedical.judge import grade_responses
+
+    slow = servers["slow"]  # 3 s per request: requests overlap only if the client sends them together
+    deadline = time.monotonic() + 120
+    while slow.stats()["inflight"] and time.monotonic() < deadline:  # earlier timeout tests left requests there
+        time.sleep(0.5)
+    slow.reset()
+    cands = load_candidates(1)[:2]
+    llm = OpenAICompatibleLLM(slow.base_url, "tiny-qwen3", concurrency=16, max_retries=0, timeout=120)
+    judgments = grade_responses(load_split("bench"), cands, llm, use_checks=False, retries=0, progress=False,
+                                explanation_chars=0)
+    stats = slow.stats()
+    assert stats["requests"] == len(judgments) > 16
+    assert 8 < stats["max_inflight"] <= 16, stats["max_inflight"]
+
+
+def test_rate_limit_spaces_request_starts():
+    limiter = RateLimiter(20.0)  # one start every 50 ms, shared by threads
+    starts = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def go(_):
+        limiter.wait()
+        starts.append(time.monotonic())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(go, range(11)))
+    starts.sort()
+    assert starts[-1] - starts[0] >= 0.45  # 10 gaps of 50 ms, whatever the thread count
+    slow = RateLimiter(0.5)
+    slow.wait()  # the next start is 2 s away: past a 0.1 s deadline, refused at once
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        slow.wait(deadline=time.monotonic() + 0.1)
+    assert time.monotonic() - start < 0.1
+    with pytest.raises(ValueError):
+        RateLimiter(0)
 
 
 def test_json_schema_constrained_over_http(plain):
