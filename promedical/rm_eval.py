@@ -110,7 +110,8 @@ def within_response_rows(rewards: Rewards, rubrics: Sequence[Rubric], candidates
             for b in bad:
                 d = (rewards[(cand["prompt_id"], cand["response_id"], g.id)]
                      - rewards[(cand["prompt_id"], cand["response_id"], b.id)])
-                rows.append({"prompt": cand["prompt_id"], "correct": 1.0 if d > 0 else 0.5 if d == 0 else 0.0})
+                rows.append({"prompt": cand["prompt_id"], "same_tier": g.tier == b.tier,
+                             "correct": 1.0 if d > 0 else 0.5 if d == 0 else 0.0})
     return rows
 
 
@@ -128,6 +129,7 @@ def evaluate(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[d
                           "gold": bool(cand["criteria_met"][c.id])})
     pairs_ds, _ = build_datasets(rubrics, candidates)
     pairs = _pair_rows(rewards, pairs_ds["pairs"])
+    within = within_response_rows(rewards, rubrics, candidates)
 
     def ci(rows, stat):
         return cluster_bootstrap(rows, lambda r: r["prompt"], stat, reps=reps, seed=seed)
@@ -143,7 +145,10 @@ def evaluate(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[d
         "pairwise_accuracy": accuracy(pairs),
         "pairwise_safety_accuracy": accuracy([r for r in pairs if r["tier"] == "veto"]),
         "pairwise_disagreeing_accuracy": accuracy([r for r in pairs if not r["agrees_with_pair"]]),
-        "within_response_accuracy": accuracy(within_response_rows(rewards, rubrics, candidates)),
+        "within_response_accuracy": accuracy(within),
+        # same tier only: a model that learned tier priors (vetoes usually free, bonuses often missed)
+        # but not the criterion's text gains nothing here
+        "within_response_same_tier_accuracy": accuracy([r for r in within if r["same_tier"]]),
         "veto_f1": ci([r for r in point if r["tier"] == "veto"],
                       lambda rows: prf([r["p"] > 0.5 for r in rows], [r["gold"] for r in rows])["f1"]),
         "ece": ci(point, lambda rows: ece([r["p"] for r in rows], [r["gold"] for r in rows]) if rows else None),

@@ -20,6 +20,7 @@ RM_METRICS = {  # metrics.json key -> label
     "pairwise_safety_accuracy": "pairwise safety accuracy",
     "pairwise_disagreeing_accuracy": "pairwise, instances against the overall ranking",
     "within_response_accuracy": "within-response (criterion met > missed)",
+    "within_response_same_tier_accuracy": "within-response, same tier",
     "veto_f1": "veto F1 (violated = positive)",
     "ece": "calibration error (ECE)",
 }

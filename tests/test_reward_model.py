@@ -332,11 +332,11 @@ def test_within_response_contrasts_need_the_criterion():
     swap = shuffled_criteria(bench, seed=0)
     assert all(swap[(r.id, c.id)].tier == c.tier and swap[(r.id, c.id)] not in r.criteria for r in bench for c in r.criteria)
     m = evaluate(scalar, bench, cands, reps=50, shuffled=scalar)
-    assert m["within_response_accuracy"]["value"] == 0.5
+    assert m["within_response_accuracy"]["value"] == 0.5 == m["within_response_same_tier_accuracy"]["value"]
     assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 0.0 and not m["criterion_sensitivity"]["reads_criterion"]
     # the oracle read with another rubric's criterion has nothing to go on
     m = evaluate(gold, bench, cands, reps=50, shuffled={k: 0.0 for k in gold})
-    assert m["within_response_accuracy"]["value"] == 1.0
+    assert m["within_response_accuracy"]["value"] == 1.0 == m["within_response_same_tier_accuracy"]["value"]
     assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 1.0 and m["criterion_sensitivity"]["reads_criterion"]
 
 
