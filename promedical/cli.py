@@ -286,8 +286,8 @@ def parse_params(items: list[str], params_json: str | None = None) -> dict:
     return params
 
 
-def cmd_step(args) -> int:
-    from .launch import run_step
+def _checked_params(args) -> dict:
+    """The -p / --params of `step` and `launch`, checked against the step's parameters, and the workspace."""
     from .params import check_step_params
 
     params = parse_params(args.param, args.params)
@@ -296,6 +296,13 @@ def cmd_step(args) -> int:
     except ValueError as exc:
         raise UsageError(exc) from None
     _check_workspace(args.workspace)
+    return params
+
+
+def cmd_step(args) -> int:
+    from .launch import run_step
+
+    params = _checked_params(args)
     result = run_step(args.name, args.workspace, params)
     shown = {k: v for k, v in result.items() if k in ("steps", "seconds", "final_loss", "processes", "distributed", "seconds_per_step",
                                                      "split_seconds")}
@@ -323,12 +330,7 @@ def cmd_launch(args) -> int:
     from .params import check_step_params
     from .planner import PlanError
 
-    params = parse_params(args.param, args.params)
-    try:
-        check_step_params(args.name, params)
-    except ValueError as exc:
-        raise UsageError(exc) from None
-    _check_workspace(args.workspace)
+    params = _checked_params(args)
     check_step_params(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
     try:
         return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
