@@ -346,7 +346,7 @@ def step_benchmark(workspace=None, *, model: str = "embedded", policy_adapter: s
     clock = Stopwatch()
     answers = answer(models, rubrics, max_new_tokens=max_new_tokens, out_path=out / "answers.jsonl", progress=progress)
     clock.lap("answer")
-    gold = load_candidates() if not bench_file else []
+    gold = match_prompt_ids(rubrics, load_candidates()) if not bench_file else []  # the shipped gold, by original id
     refs = reference_answers(gold, [r.id for r in rubrics], n_reference)
     everything = answers + refs
     rm = load_reward_model(ws, reward_adapter)

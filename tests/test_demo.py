@@ -48,7 +48,7 @@ def test_demo_command_runs_end_to_end(tmp_path):
     bench = summary["benchmark"]
     assert bench["grader"] in ("judge", "checks")  # the headline comes from an independent grader
     assert set(bench["models"]) == {"base", "aligned", "reference"} and bench["models"]["aligned"]["n"] == 8
-    assert bench["comparisons"]["aligned vs base"]["rubric_score"]["n"] == 8
+    assert 0 < bench["comparisons"]["aligned vs base"]["rubric_score"]["n"] <= 8  # items the headline grader covers
     assert set(bench["training_reward_circular"]["models"]) == {"base", "aligned", "reference"}
     assert set(bench["headline"]) == {"reward_model", "policy", "probes"}
     assert "gameability expectations held" in bench["headline"]["probes"]
