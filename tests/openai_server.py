@@ -61,6 +61,7 @@ def make_handler(state: State):
             pass
 
         def _send(self, code: int, obj: dict) -> None:
+            self._leave()  # before the reply: a client may send its next request as soon as it reads this one
             data = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -98,9 +99,16 @@ def make_handler(state: State):
                 number = state.requests
                 state.inflight += 1
                 state.max_inflight = max(state.max_inflight, state.inflight)
+            self._in_flight = True
             try:
                 self._chat(raw, number)
             finally:
+                self._leave()
+
+        def _leave(self) -> None:
+            """Count this request out of the in-flight total, once."""
+            if getattr(self, "_in_flight", False):
+                self._in_flight = False
                 with state.lock:
                     state.inflight -= 1
 
