@@ -3,13 +3,12 @@
 the bundled all-MiniLM-L6-v2 and the transformers backend with the embedded model (slow); notebook 00
 through papermill (slow)."""
 import json
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from test_llm import READY_TIMEOUT, Server
+from test_llm import running_server
 
 from promedical.corpus import DataConfig, read_instructions, step_data
 from promedical.corpus.funnel import explain
@@ -24,12 +23,8 @@ NO_EMB = dict(semantic_dedup=False, decontam_embeddings=False)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server("corpus", [], tmp_path_factory.mktemp("server"))
-    try:
-        s.wait_ready(time.monotonic() + READY_TIMEOUT)
+    with running_server("corpus", [], tmp_path_factory.mktemp("server")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_label_stages_over_openai_constrained_resumed_and_cached(server, tmp_path):

@@ -447,7 +447,7 @@ def test_server_down_then_up_over_http(tmp_path):
     """A real HTTP backend: connection refused on the first run, a live server on the second."""
     import socket
 
-    from test_llm import READY_TIMEOUT, Server
+    from test_llm import running_server
 
     from promedical.llm import OpenAICompatibleLLM
 
@@ -460,14 +460,10 @@ def test_server_down_then_up_over_http(tmp_path):
     down = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "tiny-qwen3", max_retries=1, backoff=0.01, timeout=5)
     first = generate_rubrics(items, down, out, k=0, params=params, progress=False)
     assert first["backend_errors"] == 2 and "refused" in first["failure_reasons"][0].lower()
-    server = Server("gen", [], tmp_path)
-    try:
-        server.wait_ready(time.monotonic() + READY_TIMEOUT)
+    with running_server("gen", [], tmp_path) as server:
         up = OpenAICompatibleLLM(server.base_url, "tiny-qwen3", max_retries=0, timeout=120)
         second = generate_rubrics(items, up, out, k=0, params=params, progress=False)
         assert server.stats()["requests"] == 2  # both items asked again
         assert second["items"] == 2 and second["backend_errors"] == 0
         assert all(not r.get("retryable") for r in list(records(out))[2:])
         assert all(p["repetition_penalty"] == 1.1 and p["constrained"] for p in server.stats()["params"])
-    finally:
-        server.stop()

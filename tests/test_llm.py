@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -101,6 +102,17 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.log.close()
+
+
+@contextmanager
+def running_server(name: str, args: list, log_dir):
+    """One test server process, ready to answer, stopped on exit."""
+    server = Server(name, args, log_dir)
+    try:
+        server.wait_ready(time.monotonic() + READY_TIMEOUT)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Candidate sources (typed, validated, several backends and response files) and imported labels."""
 import json
-import time
 
 import pytest
 
 from conftest import torch_threads
-from test_llm import READY_TIMEOUT, Server
+from test_llm import running_server
 
 from promedical.candidates import Source, candidates_from_sources, parse_sources, read_responses
 from promedical.data import load_candidates, load_split
@@ -95,12 +94,8 @@ def test_read_responses_reports_file_and_line(tmp_path):
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server("sources", [], tmp_path_factory.mktemp("srv"))
-    try:
-        srv.wait_ready(time.monotonic() + READY_TIMEOUT)
+    with running_server("sources", [], tmp_path_factory.mktemp("srv")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_candidates_from_three_kinds_of_source_keep_source_params_and_seed(server, tmp_path):
