@@ -31,7 +31,7 @@ def main() -> None:
 
     rm = CriteriaRewardModel.load(RMConfig(model=args.model))
     rm.model.requires_grad_(False)
-    settings = GRPOSettings(policy=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
+    settings = GRPOSettings(model=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
                             max_completion_length=args.length, lr=2e-5, save_steps=10_000)
     with tempfile.TemporaryDirectory() as tmp:
         s = train_policy(settings, load_split("train")[:8], rm.score_batch, Path(tmp), resume=False)

@@ -311,6 +311,17 @@ def cmd_step(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    from .step_config import STEP_CONFIGS, markdown, text_table
+
+    if args.markdown:
+        print(markdown())
+        return 0
+    for step in [args.step] if args.step else STEP_CONFIGS:
+        print(f"# {step}: {STEP_CONFIGS[step].__name__}\n{text_table(step)}\n")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .launch import plan_for, step_params
     from .params import check_step_params
@@ -469,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
     add_param_args(p)
     p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("params", help="every parameter of a step (or of all steps): default and help")
+    p.add_argument("step", nargs="?", choices=list(STEPS), help="a step (default: all)")
+    p.add_argument("--markdown", action="store_true", help="print docs/parameters.md")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("plan", help="GPU memory plan of the RM and GRPO runs of a scale (exit 1 if one cannot fit)")
     p.add_argument("--scale", default="full", type=scale_name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -30,8 +30,9 @@ from .files import write_json
 from .rm_eval import met_probability
 from .rubric import Rubric
 from .scoring import RewardConfig, Scores, grpo_reward
+from .step_config import GRPO_MODES as MODES
+from .step_config import GRPOSettings  # noqa: F401 (re-exported)
 
-MODES = ("full", "no_veto", "no_margin", "scalar")
 SCALAR_CRITERION = "The response is accurate, complete, clear and safe for the patient."
 COMPONENTS = ("s1", "s2", "s3", "veto_rate", "reward")
 
@@ -105,83 +106,6 @@ def completion_text(completion) -> str:
     return completion
 
 
-@dataclass
-class GRPOSettings:
-    """Method defaults (group 8, KL 0.04); the demo config shrinks steps, group and lengths."""
-
-    policy: str = "embedded"
-    backend: str = "peft"  # "peft" | "unsloth"
-    steps: int = 100
-    group_size: int = 8
-    prompts_per_step: int = 1
-    max_completion_length: int = 256
-    lr: float = 1e-6
-    kl_beta: float = 0.04  # TRL's `beta`: its default 0.0 would drop the KL term
-    loss_type: str = "grpo"  # the original GRPO objective; TRL's default is "dapo"
-    scale_rewards: str = "group"
-    temperature: float = 1.0
-    mode: str = "full"
-    alpha: float = 0.25
-    beta: float = 0.25
-    lam: float = 1.5
-    lora_r: int = 16
-    lora_alpha: int = 32
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    save_steps: int = 10
-    seed: int = 0
-    lora: bool = True  # False: full fine-tuning (with TRL/PEFT; a reference model is kept for the KL)
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"  # one GPU: "colocate"; multi-GPU: "server" (`trl vllm-serve`, see configs/full.yaml)
-    vllm_gpu_memory_utilization: float = 0.3
-    zero_std_warn: float = 0.5  # warn when more than this share of groups carry no learning signal
-    bf16: bool | None = None  # None: TRL's choice (bf16 on a GPU that supports it, fp32 on CPU)
-    report_to: str = "tensorboard"  # "none" | "tensorboard" | "trackio" | "wandb": events under <output_dir>/runs
-
-    def __post_init__(self):
-        if self.backend not in ("peft", "unsloth"):
-            raise ValueError(f"backend must be 'peft' or 'unsloth', got {self.backend!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.backend == "unsloth" and not self.lora:
-            raise ValueError("full fine-tuning runs with backend='peft' (plain TRL); Unsloth's path here is LoRA")
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts within a group), got {self.group_size}")
-        self.reward_config()  # validates alpha/beta/lam
-        from .reward_model import tracker_list
-
-        tracker_list(self.report_to)  # validates the tracker names
-
-    def reward_config(self) -> RewardConfig:
-        return RewardConfig(alpha=self.alpha, beta=self.beta, lam=self.lam)
-
-    def trl_config(self, output_dir: Path):
-        """TRL's GRPOConfig. bf16 is left to TRL (on with a bf16 GPU) unless ``bf16`` says otherwise;
-        ``report_to`` sends the logged metrics (loss, KL, rubric/reward, rubric/s1, s2, s3, veto_rate)
-        to TensorBoard (offline, <output_dir>/runs), trackio or wandb."""
-        import os
-
-        import torch
-        from trl import GRPOConfig
-
-        from .reward_model import tracker_list
-
-        use_cpu = not torch.cuda.is_available() or os.environ.get("PROMEDICAL_FORCE_CPU") == "1"
-        precision = {} if self.bf16 is None else {"bf16": self.bf16}
-        if use_cpu:
-            precision = {"bf16": False}  # CPU autocast in bf16 is slower here and changes the numbers
-
-        return GRPOConfig(
-            output_dir=str(output_dir), max_steps=self.steps, learning_rate=self.lr,
-            per_device_train_batch_size=self.group_size * self.prompts_per_step,
-            num_generations=self.group_size, max_completion_length=self.max_completion_length,
-            temperature=self.temperature, beta=self.kl_beta, loss_type=self.loss_type,
-            scale_rewards=self.scale_rewards, logging_steps=1, save_steps=self.save_steps,
-            save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=tracker_list(self.report_to) or "none",
-            use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
-            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization, disable_tqdm=False, use_cpu=use_cpu,
-            **precision)
-
-
 def prompt_dataset(rubrics: list[Rubric]):
     """One row per rubric: the conversation as the prompt, its id so the reward finds the rubric."""
     from datasets import Dataset
@@ -202,9 +126,9 @@ def load_policy(settings: GRPOSettings):
     from .models import load_for_lora, load_model
 
     if not settings.lora:  # full fine-tuning (peft backend only, see __post_init__)
-        model, tokenizer = load_model(settings.policy)
+        model, tokenizer = load_model(settings.model)
         return model, tokenizer, None
-    return load_for_lora(settings.policy, settings.backend, r=settings.lora_r, alpha=settings.lora_alpha,
+    return load_for_lora(settings.model, settings.backend, r=settings.lora_r, alpha=settings.lora_alpha,
                          target_modules=settings.target_modules, seed=settings.seed)
 
 

@@ -31,17 +31,22 @@ def run_step(name: str, workspace: str | Path | None, params: dict) -> dict:
 
 
 def step_params(scale: str, step: str) -> dict:
-    """The parameters a scale config gives a step: its `launch_params:` entry, else its notebook's."""
+    """The parameters a scale config gives a step: its `launch_params:` entry, else its notebook's, over
+    the scale's top-level `model:` for every step whose config has a ``model`` field."""
+    from .step_config import NOTEBOOK_STEPS, STEP_CONFIGS
+
     config = load_scale(scale)
+    base = {"model": config["model"]} if "model" in config and "model" in STEP_CONFIGS[step].names() else {}
     if step in config.get("launch_params", {}):
-        return dict(config["launch_params"][step])
-    notebook = {"generate": "01", "review": "02", "reward": "03", "grpo": "04", "benchmark": "05"}.get(step)
+        return {**base, **config["launch_params"][step]}
+    notebook = {v: k for k, v in NOTEBOOK_STEPS.items()}.get(step)
     for entry in config.get("steps", []):
         if entry.get("notebook") == notebook:
-            return dict(entry.get("parameters", {}))
-    return {}
+            return {**base, **entry.get("parameters", {})}
+    return base
 
 
+CANDIDATES_PER_PROMPT = 4
 SHARDING = {"zero3": "configs/accelerate/deepspeed_zero3.yaml", "fsdp": "configs/accelerate/fsdp.yaml"}
 
 
@@ -63,7 +68,7 @@ def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "fu
     env: dict = {}
     if step == "grpo" and server and not cpu:
         out.append(({"CUDA_VISIBLE_DEVICES": str(server["gpus"])},
-                    ["trl", "vllm-serve", "--model", str(merged.get("policy_model", load_scale(scale)["model"])),
+                    ["trl", "vllm-serve", "--model", str(merged.get("model", "embedded")),
                      "--tensor-parallel-size", str(server.get("tensor_parallel_size", 1)),
                      "--port", str(server.get("port", 8000))]))
         env = {"CUDA_VISIBLE_DEVICES": str(cfg["train_gpus"])} if cfg.get("train_gpus") else {}
@@ -106,13 +111,15 @@ def plan_for(step: str, scale: str, params: dict | None = None, num_processes: i
     sharded = any(k in str(cfg.get("accelerate_config", "")) for k in ("zero3", "fsdp"))
     common = dict(n_gpus=n, sharded=sharded, gpu_gib=cfg.get("gpu_memory_gib", 80))
     if step == "rm-train":
-        local_pairs = p.get("micro_batch_size") or -(-p.get("batch_size", 4) // n)
-        return plan("rm", policy=p.get("model", config["model"]), micro_batch=3 * local_pairs,  # chosen+rejected+pointwise
+        # packed training: one sequence (prefix + every criterion suffix) per candidate response, all the
+        # labelled candidates of a prompt in one micro-batch (the paper samples ~4 per prompt)
+        local_prompts = p.get("micro_batch_size") or -(-p.get("batch_size", 4) // n)
+        return plan("rm", policy=p.get("model", config["model"]), micro_batch=CANDIDATES_PER_PROMPT * local_prompts,
                     seq_len=p.get("max_length", 1024), gradient_checkpointing=p.get("gradient_checkpointing", False),
                     **common)
     reward = config.get("launch_params", {}).get("rm-train", {}).get("model", config["model"])
     colocate = p.get("vllm_gpu_memory_utilization", 0.3) if p.get("use_vllm") and p.get("vllm_mode", "colocate") == "colocate" else 0
-    return plan("grpo", policy=p.get("policy_model", config["model"]), reward=reward, lora=p.get("lora", True),
+    return plan("grpo", policy=p.get("model", config["model"]), reward=reward, lora=p.get("lora", True),
                 micro_batch=p.get("group_size", 8) * p.get("prompts_per_step", 1),
                 seq_len=p.get("max_prompt_length", 1024) + p.get("max_completion_length", 256), vllm_colocate=colocate,
                 **common)

@@ -50,16 +50,32 @@ def notebook_parameters(path: str | Path) -> dict:
     return {}
 
 
+def notebook_step(path: str | Path) -> str | None:
+    """The pipeline step a numbered notebook runs ("03_reward_model" -> "reward"), else None."""
+    from .step_config import NOTEBOOK_STEPS
+
+    return NOTEBOOK_STEPS.get(Path(path).stem.split("_")[0])
+
+
 def check_notebook_params(path: str | Path, params: dict) -> None:
-    """Raise ValueError for parameters the notebook does not declare or values of the wrong type
-    (the type of the declared default; a None default takes anything)."""
+    """Raise ValueError for parameters the notebook does not take or values it would refuse. A step
+    notebook takes every field of its step's typed config (``promedical.step_config``) and checks the
+    values as the config does; any other notebook, the names its parameters cell declares, with the
+    type of the declared default (a None default takes anything)."""
     from .params import params_problems
 
     declared = notebook_parameters(path)
     hints = {k: _NOTHING if v is None else float if isinstance(v, float) else type(v) for k, v in declared.items()}
+    step = notebook_step(path)
+    if step:
+        from .step_config import STEP_CONFIGS
+
+        hints.update(STEP_CONFIGS[step].hints())
     problems = params_problems(params, hints, f"notebook {Path(path).stem}")
     if problems:
         raise ValueError("; ".join(problems))
+    if step:
+        STEP_CONFIGS[step].from_dict({k: v for k, v in params.items() if k != "workspace"})
 
 
 def run_notebook(name: str, workspace: str | Path, parameters: dict | None = None, *, timeout: int = 3600) -> Path:

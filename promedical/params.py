@@ -9,14 +9,13 @@ problem is reported at once, one ``parameter NAME: message`` line each.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .ids import quote
 
@@ -78,32 +77,13 @@ def value_problem(name: str, value: Any, hint) -> str | None:
     return problem
 
 
-def signature_hints(func: Callable, skip: tuple[str, ...] = ("workspace",)) -> tuple[dict, bool]:
-    """({name: type hint} of func's keyword parameters, whether it takes **kwargs)."""
-    hints = typing.get_type_hints(func)
-    out, var_kw = {}, False
-    for p in inspect.signature(func).parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            var_kw = True
-        elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip:
-            out[p.name] = hints.get(p.name, _NOTHING)
-    return out, var_kw
-
-
 def step_hints(step: str) -> dict:
-    """{parameter: type hint} of a pipeline step (GRPO's **settings are GRPOSettings' fields)."""
-    from . import pipeline
-    from .launch import STEPS
+    """{parameter: type hint} of a pipeline step: the fields of its typed config (promedical.step_config)."""
+    from .step_config import STEP_CONFIGS
 
-    if step not in STEPS:
-        raise ValueError(f"unknown step {quote(step)} (known: {', '.join(STEPS)})")
-    hints, var_kw = signature_hints(getattr(pipeline, STEPS[step]))
-    if var_kw and step == "grpo":
-        from .grpo import GRPOSettings
-
-        field_hints = typing.get_type_hints(GRPOSettings)
-        hints.update({f.name: field_hints[f.name] for f in dataclasses.fields(GRPOSettings) if f.name != "policy"})
-    return hints
+    if step not in STEP_CONFIGS:
+        raise ValueError(f"unknown step {quote(step)} (known: {', '.join(STEP_CONFIGS)})")
+    return STEP_CONFIGS[step].hints()
 
 
 def params_problems(params: dict, hints: dict, what: str) -> list[str]:
@@ -119,8 +99,8 @@ def params_problems(params: dict, hints: dict, what: str) -> list[str]:
     return out
 
 
-def check_step_params(step: str, params: dict) -> None:
-    """Raise ValueError naming every unknown parameter and bad value of a pipeline step."""
-    problems = params_problems(params, step_hints(step), f"step {step}")
-    if problems:
-        raise ValueError("; ".join(problems))
+def check_step_params(step: str, params: dict):
+    """The step's typed config from ``params``; ValueError naming every unknown parameter or bad value."""
+    from .step_config import step_config
+
+    return step_config(step, params)

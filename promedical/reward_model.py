@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from .files import write_json
 from .judge import render_conversation
 from .scoring import is_good
+from .step_config import QUESTION_KINDS, TRACKERS, RMConfig, tracker_list  # noqa: F401 (re-exported)
 
 # Everything criterion-independent sits in the shared prefix; the per-criterion suffix stays short.
 SYSTEMS = {
@@ -54,65 +55,10 @@ QUESTIONS = {
              "veto": "\n\nSafety violation: {text}\nIs the response free of this violation? Answer:"},
     "met": {t: "\n\nCriterion: {text}\nDoes the response meet it? Answer:" for t in ("proficiency", "bonus", "veto")},
 }
-QUESTION_KINDS = tuple(QUESTIONS)
 # (tier, text): what the scorer reads of a criterion (the tier decides the question's polarity)
 Query = tuple[str, str]
 MIN_PREFIX_TOKENS = 16
-TRACKERS = ("none", "tensorboard", "trackio", "wandb")
-
-
-def tracker_list(report_to) -> list[str]:
-    """``report_to`` (a name or a list) -> the trackers to use; unknown names are refused."""
-    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    bad = [n for n in names if n not in TRACKERS]
-    if bad:
-        raise ValueError(f"report_to: unknown tracker(s) {bad}; known: {', '.join(TRACKERS)}")
-    return [n for n in names if n != "none"]
-
-
-@dataclass
-class RMConfig:
-    model: str = "embedded"
-    backend: str = "peft"  # "peft" | "unsloth"
-    question: str = "good"  # "good": yes = good side on every tier (veto asked as "free of"); "met": see module doc
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_layers: int | None = None  # adapt only the top n decoder layers (None: all): the backward stops there
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lr: float = 2e-4
-    epochs: int = 1
-    batch_size: int = 4  # prompts (each with all its labelled candidates) per optimizer step, over all processes
-    micro_batch_size: int | None = None  # prompts per forward/backward (gradient accumulation); None: all at once
-    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences at full scale)
-    max_length: int = 1024  # tokens of one packed sequence (prefix + every criterion suffix); the prefix is cut in the middle
-    bt_weight: float = 1.0  # Bradley-Terry on criterion pairs
-    bce_weight: float = 1.0  # pointwise BCE next to the Bradley-Terry loss
-    contrast_weight: float = 1.0  # within-response contrasts (a criterion met ranked above one missed)
-    disagree_weight: float = 3.0  # weight of pair instances whose order disagrees with the overall ranking
-    max_steps: int | None = None
-    save_every: int = 20
-    seed: int = 0
-    # transformers.Trainer (promedical/rm_trainer.py)
-    lr_scheduler: str = "constant"  # any transformers scheduler name: "linear", "cosine", "constant_with_warmup", ...
-    warmup_ratio: float = 0.0  # share of the steps with a linear warmup
-    max_grad_norm: float = 1.0  # gradient clipping (0: none)
-    weight_decay: float = 0.0
-    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
-    report_to: str | list[str] = "none"  # "tensorboard", "trackio", "wandb" (or a list): logs under <out_dir>/runs
-
-    def __post_init__(self):
-        if self.backend not in ("peft", "unsloth"):
-            raise ValueError(f"backend must be 'peft' or 'unsloth', got {self.backend!r}")
-        if self.question not in QUESTION_KINDS:
-            raise ValueError(f"question must be one of {QUESTION_KINDS}, got {self.question!r}")
-        for name in ("bt_weight", "bce_weight", "contrast_weight", "disagree_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        tracker_list(self.report_to)
+assert QUESTION_KINDS == tuple(QUESTIONS)
 
 
 def render_prefix(messages: list[dict], response: str, question: str = "good") -> str:

@@ -85,9 +85,15 @@ def shuffled_criteria(rubrics: Sequence[Rubric], seed: int = 0) -> dict[tuple[st
     return out
 
 
-def _pair_rows(rewards: Rewards, pairs_ds) -> list[dict]:
+def _pair_rows(rewards: Rewards, pairs_ds, missing_ok: bool = False) -> list[dict]:
+    """One row per pair; with ``missing_ok`` a pair whose rewards are missing (a criterion with no
+    same-tier substitute, e.g. when a single prompt is evaluated) gets ``correct=None``."""
     rows = []
     for row in pairs_ds:
+        keys = [(row["prompt_id"], row[side], row["criterion_id"]) for side in ("chosen_id", "rejected_id")]
+        if missing_ok and not all(k in rewards for k in keys):
+            rows.append({"prompt": row["prompt_id"], "tier": row["tier"], "correct": None})
+            continue
         margin = (rewards[(row["prompt_id"], row["chosen_id"], row["criterion_id"])]
                   - rewards[(row["prompt_id"], row["rejected_id"], row["criterion_id"])])
         # chosen is the good side of the criterion (for a veto: does not violate), and r is the
@@ -158,7 +164,7 @@ def evaluate(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[d
     metrics["counts"] = {"pointwise": len(point), "pairs": len(pairs), "prompts": len({r["prompt"] for r in point}),
                          "pairs_disagreeing": sum(not r["agrees_with_pair"] for r in pairs)}
     if shuffled is not None:
-        metrics["criterion_sensitivity"] = criterion_sensitivity(pairs, _pair_rows(shuffled, pairs_ds["pairs"]),
+        metrics["criterion_sensitivity"] = criterion_sensitivity(pairs, _pair_rows(shuffled, pairs_ds["pairs"], missing_ok=True),
                                                                  reps=reps, seed=seed)
     return metrics
 
@@ -167,7 +173,7 @@ def criterion_sensitivity(own: list[dict], shuffled: list[dict], *, reps: int = 
     """Pairwise accuracy with the right criterion vs a same-tier criterion of another rubric, per tier and
     overall, and the gap with a prompt-clustered CI. ``reads_criterion``: the gap's CI lies above 0."""
     rows = [{"prompt": a["prompt"], "tier": a["tier"], "own": float(a["correct"]), "shuffled": float(b["correct"])}
-            for a, b in zip(own, shuffled)]
+            for a, b in zip(own, shuffled) if b["correct"] is not None]
     out = {}
     for name, sel in [("all", rows)] + [(t, [r for r in rows if r["tier"] == t]) for t in TIERS]:
         boot = lambda stat: cluster_bootstrap(sel, lambda r: r["prompt"], stat, reps=reps, seed=seed)  # noqa: E731
@@ -176,6 +182,7 @@ def criterion_sensitivity(own: list[dict], shuffled: list[dict], *, reps: int = 
                      "gap": boot(lambda rs: mean_or_none([r["own"] - r["shuffled"] for r in rs]))}
     lo = out["all"]["gap"]["ci"][0]
     out["reads_criterion"] = lo is not None and lo > 0
+    out["pairs_with_substitute"] = len(rows)  # a pair whose criterion has no same-tier substitute is left out
     return out
 
 

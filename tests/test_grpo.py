@@ -87,7 +87,7 @@ import pathlib
 adapter = pathlib.Path(ws) / "reward" / "adapter"
 if not adapter.exists():
     CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(adapter)
-s = step_grpo(ws, policy_model="tiny-qwen3", n_instructions=3, steps=steps, group_size=2, max_completion_length=8,
+s = step_grpo(ws, model="tiny-qwen3", n_instructions=3, steps=steps, group_size=2, max_completion_length=8,
               lr=1e-3, save_steps=1, seed=0, live=False)
 print("SUMMARY", json.dumps(s))
 """

@@ -52,7 +52,7 @@ def test_two_process_reward_model_training_matches_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for ws in (one, two):
         make_reward_dataset(ws)
-    params = ["-p", "model=tiny-qwen3", "-p", "steps=3", "-p", "batch_size=4", "-p", "lr=0.005"]
+    params = ["-p", "model=tiny-qwen3", "-p", "max_steps=3", "-p", "batch_size=4", "-p", "lr=0.005"]
     cli("step", "rm-train", "--workspace", str(one), *params)
     out = cli("launch", "rm-train", "--scale", "demo", "--num-processes", "2", "--cpu", "--workspace", str(two), *params)
     assert '"processes": 2' in out
@@ -81,7 +81,7 @@ def test_two_process_grpo_steps(tmp_path):
 
     CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(tmp_path / "reward" / "adapter")
     cli("launch", "grpo", "--scale", "demo", "--num-processes", "2", "--cpu", "--workspace", str(tmp_path),
-        "-p", "policy_model=tiny-qwen3", "-p", "steps=2", "-p", "group_size=2", "-p", "max_completion_length=8",
+        "-p", "model=tiny-qwen3", "-p", "steps=2", "-p", "group_size=2", "-p", "max_completion_length=8",
         "-p", "n_instructions=4", "-p", "save_steps=1", "-p", "live=false")
     log = json.loads((tmp_path / "policy" / "log.json").read_text())
     steps = [h for h in log["history"] if "rubric/reward" in h]
@@ -148,7 +148,7 @@ def test_zero3_on_cpu_through_the_launch_path_matches_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for ws in (one, two):
         make_reward_dataset(ws)
-    params = ["-p", "model=tiny-qwen3", "-p", "steps=3", "-p", "batch_size=4", "-p", "lr=0.005", "-p", "save_every=3"]
+    params = ["-p", "model=tiny-qwen3", "-p", "max_steps=3", "-p", "batch_size=4", "-p", "lr=0.005", "-p", "save_every=3"]
     cli("step", "rm-train", "--workspace", str(one), *params)
     out = cli("launch", "rm-train", "--scale", "demo", "--num-processes", "2", "--cpu", "--sharding", "zero3",
               "--workspace", str(two), *params)

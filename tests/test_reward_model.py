@@ -194,7 +194,7 @@ def test_reward_step_plumbing_end_to_end(tmp_path):
 
     from promedical.pipeline import step_reward
 
-    m = step_reward(tmp_path, policy_model="tiny-qwen3", judge_model="tiny-qwen3", n_instructions=2,
+    m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", n_instructions=2,
                     max_new_tokens=24, n_judge_check=1, judge_explanation_chars=20, rm_steps=2, progress=False)
     out = tmp_path / "reward"
     cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
@@ -347,7 +347,7 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
 
     from promedical.pipeline import step_reward
 
-    m = step_reward(tmp_path, policy_model="tiny-qwen3", judge_model="tiny-qwen3", labels="gold", n_instructions=2,
+    m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", labels="gold", n_instructions=2,
                     n_judge_check=1, judge_explanation_chars=20, n_eval_prompts=2, n_adjudicate=0, rm_steps=2,
                     rm_batch_size=1, rm_lora_layers=1, progress=False)
     assert not (tmp_path / "reward" / "candidates.jsonl").exists()  # nothing sampled from the policy
@@ -360,5 +360,5 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
         assert 0 <= sens["all"]["own"]["value"] <= 1
     assert m["base"]["criterion_sensitivity"]["all"]["own"]["value"] == m["base"]["pairwise_accuracy"]["value"]
     assert set(m["trained_vs_base"]) == {"pairwise_accuracy", "pairwise_safety_accuracy", "within_response_accuracy", "veto_f1"}
-    with pytest.raises(ValueError, match="labels must be one of"):
+    with pytest.raises(ValueError, match="parameter labels: must be one of"):
         step_reward(tmp_path, labels="physicians")

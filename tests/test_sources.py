@@ -224,3 +224,53 @@ def test_step_reward_with_candidates_from_two_sources_and_a_judge_over_http(serv
     assert card["candidates"] == 2 and card["sources"] == {"candidates": ["served", "gp"], "judge": "openai:tiny-qwen3"}
     assert metrics["judge_agreement"]["total"] > 0
     assert server.stats()["requests"] > 2  # the judge's requests went to the server too
+
+
+def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tmp_path):
+    """The issue's done-when: a config file (not the demo's) runs step 03 through `promedical launch` with
+    candidates from the embedded model (transformers) and the OpenAI-compatible server, labels imported
+    from 'physicians' in place of the judge, the judge (over HTTP) measured against them, and the reward
+    model trained on them."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+    from promedical.pipeline import training_rubrics
+
+    ws = tmp_path / "ws"
+    (rubric,) = training_rubrics(ws, 1, 0)
+    physicians = []
+    for k, name in enumerate(("local", "served")):  # the two candidates' ids: <prompt_id>-<source name>
+        met = {c.id: (c.tier != "veto") == (k == 0 or i % 2 == 0) for i, c in enumerate(rubric.criteria)}
+        physicians.append({"prompt_id": rubric.id, "response_id": f"{rubric.id}-{name}", "criteria_met": met})
+    labelled = sum(len(p["criteria_met"]) for p in physicians)
+    physicians.append({"prompt_id": rubric.id, "response_id": "not-sampled", "criteria_met": {rubric.criteria[0].id: True}})
+    labels = write(tmp_path / "physicians.jsonl", physicians)
+    served = {"kind": "openai", "model": "tiny-qwen3", "base_url": server.base_url, "concurrency": 4}
+    config = {"model": "embedded", "steps": [{"notebook": "03", "parameters": {
+        "candidate_sources": [{"kind": "transformers", "model": "embedded", "name": "local", "temperature": 0.7,
+                               "max_new_tokens": 8},
+                              {**served, "name": "served", "temperature": 0.7, "max_new_tokens": 8}],
+        "labels": "imported", "labels_file": str(labels), "judge_model": served, "n_instructions": 1,
+        "n_judge_check": 2, "n_adjudicate": 0, "judge_explanation_chars": 20, "n_eval_prompts": 1,
+        "rm_model": "tiny-qwen3", "rm_steps": 2, "rm_batch_size": 1, "rm_report_to": "none", "progress": False}}]}
+    scale = tmp_path / "byo.yaml"
+    scale.write_text(yaml.safe_dump(config), encoding="utf-8")
+    before = server.stats()["requests"]
+    out = subprocess.run([sys.executable, "-m", "promedical", "launch", "reward", "--scale", str(scale),
+                          "--workspace", str(ws)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in (ws / "reward" / "candidates.jsonl").read_text().splitlines()]
+    assert [(r["source"], r["model"]) for r in rows] == [("local", "embedded"), ("served", "tiny-qwen3")]
+    metrics = json.loads((ws / "reward" / "metrics.json").read_text())
+    card = metrics["dataset_card"]
+    assert card["labels_file"] == str(labels) and card["candidates"] == 2 and card["unlabelled_candidates"] == 0
+    assert card["labels_for_other_responses"] == 1 and card["sources"] == {"candidates": ["local", "served"]}
+    assert card["pointwise"]["total"] == labelled  # every imported label of the two candidates, nothing from the judge
+    imported = metrics["judge_agreement"]["imported"]
+    assert imported["total"] == labelled  # the judge graded both labelled candidates against the import
+    assert metrics["train"]["steps"] == 2 and metrics["provenance"]["config"]["rm"]["model"] == "tiny-qwen3"
+    assert server.stats()["requests"] > before  # candidates and judge calls went over HTTP
