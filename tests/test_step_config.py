@@ -88,7 +88,7 @@ def test_bad_values_are_one_line_naming_the_field():
                               "parameter lr: must not be negative, got -1.0")
     with pytest.raises(ValueError, match=r"^parameter 'lrr': unknown for step grpo \(known: .*\blr\b"):
         GRPOStepConfig.from_dict({"lrr": 1e-5})
-    with pytest.raises(ValueError, match="parameter labels: must be one of judge, gold, both, got 'expert'"):
+    with pytest.raises(ValueError, match="parameter labels: must be one of judge, gold, both, imported, got 'expert'"):
         RewardStepConfig(labels="expert")
     with pytest.raises(ValueError, match="parameter judge_model: .*kind"):
         RewardStepConfig(judge_model={"model": "x"})
