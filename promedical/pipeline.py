@@ -347,9 +347,10 @@ def step_benchmark(workspace=None, config: BenchmarkStepConfig | None = None, **
         models["aligned"] = (c.model, adapter)
     elif c.policy_adapter:
         raise FileNotFoundError(f"no policy adapter at {adapter} (missing adapter_config.json)")
-    models.update({k: tuple(v) for k, v in (c.extra_models or {}).items()})
+    models.update({k: v if isinstance(v, dict) else tuple(v) for k, v in (c.extra_models or {}).items()})
     clock = Stopwatch()
-    answers = answer(models, rubrics, max_new_tokens=c.max_new_tokens, out_path=out / "answers.jsonl", progress=c.progress)
+    answers = answer(models, rubrics, max_new_tokens=c.max_new_tokens, out_path=out / "answers.jsonl",
+                     progress=c.progress, cache_dir=ws / "cache" / "llm")
     clock.lap("answer")
     gold = match_prompt_ids(rubrics, load_candidates()) if not c.bench_file else []  # the shipped gold, by original id
     refs = reference_answers(gold, [r.id for r in rubrics], c.n_reference)
@@ -387,7 +388,8 @@ def step_benchmark(workspace=None, config: BenchmarkStepConfig | None = None, **
               "With a small model, few steps and few items the intervals are wide: this run shows the pipeline end "
               "to end and measures what it measures; it is not evidence that the method improves a model. Claims of "
               "improvement need the full scale (configs/full.yaml).")
-    shown = dict(model=c.model, models={k: [v[0], None if v[1] is None else str(v[1])] for k, v in models.items()},
+    shown = dict(model=c.model, models={k: v if isinstance(v, dict) else [v[0], None if v[1] is None else str(v[1])]
+                                        for k, v in models.items()},
                   bench_file=c.bench_file, n_bench=len(rubrics), max_new_tokens=c.max_new_tokens, judge_model=c.judge_model,
                   n_judge=c.n_judge, n_reference=len(refs), n_probe=c.n_probe)
     prov = stamp(config=shown)

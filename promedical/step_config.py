@@ -449,7 +449,9 @@ class BenchmarkStepConfig(ConfigMixin):
     policy_adapter: str | None = option("the aligned policy's adapter (null: <workspace>/policy/adapter when present)",
                                         None)
     reward_adapter: str | None = option("reward-model adapter (null: <workspace>/reward/adapter)", None)
-    extra_models: dict = option("more rows: {name: [model spec or path, adapter dir or null]}", factory=dict)
+    extra_models: dict = option("more rows: {name: [model spec or path, adapter dir or null]} or {name: a source "
+                                "mapping} for any backend, e.g. {kind: openai, model: aligned, base_url: ...} (vLLM serving "
+                                "the policy with its LoRA adapter) or {kind: file, path: answers.jsonl}", factory=dict)
     bench_file: str | None = option("a rubric JSONL to benchmark instead of the workspace's bench split "
                                     "(e.g. from `promedical healthbench import`)", None)
     n_bench: int | None = option("the first n benchmark items (null: all)", None)
@@ -467,9 +469,16 @@ class BenchmarkStepConfig(ConfigMixin):
     def checks(self):
         yield from _positive(self, "n_bench", "max_new_tokens")
         for name, row in self.extra_models.items():
-            if not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)
-                    and (row[1] is None or isinstance(row[1], str))):
-                yield f"extra_models: {name!r} must be [model spec, adapter dir or null]"
+            if isinstance(row, dict):
+                from .candidates import Source
+
+                try:
+                    Source.from_dict(row)
+                except (TypeError, ValueError) as exc:
+                    yield f"extra_models: {name!r}: {exc}"
+            elif not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)
+                      and (row[1] is None or isinstance(row[1], str))):
+                yield f"extra_models: {name!r} must be [model spec, adapter dir or null] or a source mapping"
         if isinstance(self.judge_model, dict):
             from .candidates import Source
 

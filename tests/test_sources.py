@@ -274,3 +274,28 @@ def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tm
     assert imported["total"] == labelled  # the judge graded both labelled candidates against the import
     assert metrics["train"]["steps"] == 2 and metrics["provenance"]["config"]["rm"]["model"] == "tiny-qwen3"
     assert server.stats()["requests"] > before  # candidates and judge calls went over HTTP
+
+
+def test_benchmark_answers_on_any_backend_served_and_from_a_file(server, tmp_path):
+    """05's answers from the OpenAI-compatible server and from a file of existing answers, next to nothing
+    local; a file missing an item is refused, naming it."""
+    from promedical.benchmark import answer
+    from promedical.step_config import BenchmarkStepConfig
+
+    rubrics = load_split("bench")[:2]
+    answers_file = write(tmp_path / "answers.jsonl", [{"prompt_id": r.id, "response": f"answer to {r.id}"}
+                                                      for r in rubrics])
+    served = {"kind": "openai", "model": "tiny-qwen3", "base_url": server.base_url, "concurrency": 2}
+    models = {"served": served, "gp": {"kind": "file", "path": str(answers_file)}}
+    BenchmarkStepConfig(extra_models=models)  # the step's config takes them
+    before = server.stats()["requests"]
+    rows = answer(models, rubrics, max_new_tokens=8, progress=False, cache_dir=tmp_path / "cache")
+    assert [(r["model"], r["prompt_id"]) for r in rows] == [(m, r.id) for m in models for r in rubrics]
+    assert server.stats()["requests"] - before == len(rubrics)
+    assert rows[0]["spec"] == "openai:tiny-qwen3" and rows[0]["source"]["base_url"] == server.base_url
+    assert [r["response"] for r in rows[2:]] == [f"answer to {r.id}" for r in rubrics]
+    short = write(tmp_path / "short.jsonl", [{"prompt_id": rubrics[0].id, "response": "x"}])
+    with pytest.raises(ValueError, match=f"missing for {rubrics[1].id}"):
+        answer({"gp": {"kind": "file", "path": str(short)}}, rubrics, progress=False)
+    with pytest.raises(ValueError, match="parameter extra_models: 'x': unknown source key"):
+        BenchmarkStepConfig(extra_models={"x": {"kind": "openai", "modle": "m"}})
