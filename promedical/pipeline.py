@@ -137,7 +137,6 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     from datasets import DatasetDict, concatenate_datasets
 
     from .candidates import candidates_from_sources, llm_for, sample_candidates, spec_label
-    from .data import load_candidates
     from .files import read_jsonl
     from .judge import adjudication_report, agreement, grade_responses, judgments_to_grades
     from .pairs import build_datasets, save_datasets
@@ -154,7 +153,7 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     judge = llm_for(judge_model, cache)
 
     # judge agreement with the gold labels first, before anything is trained on its labels
-    bench, gold = load_split("bench"), load_candidates(c.n_eval_prompts)
+    bench, gold, eval_set = evaluation_set(ws, c.eval_labels, c.n_eval_prompts)
     gold_cands = gold[:c.n_judge_check]
     gold_judgments = grade_responses(bench, gold_cands, judge, progress=c.progress,
                                      explanation_chars=c.judge_explanation_chars)
@@ -206,7 +205,7 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     card = cards[c.labels] if c.labels != "both" else {"labels": "both", **cards}
     save_datasets(dd, card, out / "dataset")
     if not c.train:
-        metrics = {"judge_agreement": judge_report, "dataset_card": card, "seconds": clock.laps}
+        metrics = {"judge_agreement": judge_report, "dataset_card": card, "eval_set": eval_set, "seconds": clock.laps}
         write_json(out / "metrics.json", metrics)
         return metrics
 
@@ -227,10 +226,32 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     trained_rewards, trained = measure()
     clock.lap("eval_trained")
     metrics = {"base": base, "trained": trained, "trained_vs_base": compare(base_rewards, trained_rewards, bench, gold),
-               "judge_agreement": judge_report, "dataset_card": card, "train": train_stats, "seconds": clock.laps,
+               "judge_agreement": judge_report, "dataset_card": card, "eval_set": eval_set, "train": train_stats,
+               "seconds": clock.laps,
                "provenance": stamp(config={**c.to_dict(), "rm": rm_config.to_dict()}, seed=c.seed)}
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | None = None):
+    """(bench rubrics, gold-labelled candidates of the first ``n_prompts`` prompts in file order, description):
+    the workspace's bench rubrics with the candidates of ``eval_labels`` (default: the kit's), matched by id or
+    lineage; when none match (a corpus whose bench has no gold labels yet), the kit's bench and its gold."""
+    from .data import load_candidates
+    from .files import read_jsonl
+
+    path = Path(eval_labels) if eval_labels else DATA_DIR / "bench" / "candidates.jsonl"
+    bench = [r for r in workspace_split(workspace, "bench") if r.criteria]
+    gold = match_prompt_ids(bench, read_jsonl(path))
+    source = f"workspace bench, labels {path}"
+    if not gold:
+        if eval_labels:
+            raise ValueError(f"eval_labels {path}: none of its prompt ids is a rubric of the workspace's bench")
+        bench, gold, source = load_split("bench"), load_candidates(), "the kit's bench (data/bench): the workspace " \
+                                                                      "bench has no gold-labelled candidates"
+    keep = set(list(dict.fromkeys(g["prompt_id"] for g in gold))[:n_prompts] if n_prompts else [g["prompt_id"] for g in gold])
+    gold = [g for g in gold if g["prompt_id"] in keep]
+    return bench, gold, {"source": source, "prompts": len(keep), "candidates": len(gold)}
 
 
 def imported_dataset(rubrics, candidates: list[dict], labels_file: str, judge, *, n_judge_check: int,

@@ -357,6 +357,10 @@ class RewardStepConfig(ConfigMixin):
         "labels=imported: per-criterion labels from elsewhere (physicians, another grader), JSONL {prompt_id, "
         "response_id, criteria_met} for the candidates this step samples (response ids <prompt_id>-<source name>; "
         "see reward/candidates.jsonl of a train=false run); the judge is measured against them too", None)
+    eval_labels: str | None = option(
+        "gold-labelled held-out candidates (JSONL: prompt_id, response_id, response, criteria_met) of the workspace's "
+        "bench rubrics, for the judge check and the reward model's evaluation (null: the kit's "
+        "data/bench/candidates.jsonl; also used when none of the file's prompts is in the workspace bench)", None)
     rm_model: str | None = option("reward-model backbone (null: `model`)", None)
     rm_backend: str = _rm("backend")
     rm_question: str = _rm("question")
