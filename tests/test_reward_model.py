@@ -443,3 +443,31 @@ def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tm
     assert balanced[0] > 0.5 and balanced[0] > max(balanced[1:]), balanced  # the violation is flagged
     assert sum(balanced) / 6 > sum(plain) / 6 + 0.2
 
+
+def test_learning_curve_figure_shows_each_point_with_its_ci():
+    """plots.rm_curve_figure on real evaluations: a scalar reward (flags every veto: F1 defined) at
+    step 0, the oracle at step 10 with its paired difference; an F1 left undefined is left out."""
+    from promedical.plots import rm_curve_figure
+    from promedical.rm_eval import compare
+
+    bench, cands = load_split("bench"), load_candidates(4)
+    bench = [r for r in bench if r.id in {c["prompt_id"] for c in cands}]
+    oracle = oracle_rewards(bench, cands)
+    flat = {k: -1.0 for k in oracle}  # every criterion on the bad side: every veto flagged
+    never = {k: 1.0 for k in oracle}  # nothing flagged: F1 undefined
+    shuffled = {k: 0.0 for k in oracle}
+    points = {"0": evaluate(flat, bench, cands, reps=50, shuffled=shuffled),
+              "10": dict(evaluate(oracle, bench, cands, reps=50, shuffled=shuffled),
+                         vs_base=compare(flat, oracle, bench, cands, reps=50)),
+              "20": evaluate(never, bench, cands, reps=50, shuffled=shuffled)}
+    assert points["20"]["veto_f1"]["value"] is None
+    fig = rm_curve_figure(points)
+    traces = {(t.name, t.xaxis): t for t in fig.data}
+    assert len(fig.data) == 7 and len(fig.layout.annotations) == 4  # 4 panels; the gap has no trained - base
+    value, diff = traces[("held-out value", "x")], traces[("trained - base (paired CI)", "x")]
+    assert list(value.x) == [0, 10, 20] and list(diff.x) == [10]
+    assert value.y[1] == 1.0 and diff.y[0] == pytest.approx(1.0 - points["0"]["pairwise_accuracy"]["value"])
+    lo, hi = points["0"]["pairwise_accuracy"]["ci"]
+    assert value.error_y.array[0] == pytest.approx(hi - value.y[0]) and value.error_y.arrayminus[0] == pytest.approx(value.y[0] - lo)
+    assert list(traces[("held-out value", "x2")].x) == [0, 10]  # veto F1: the undefined point is left out
+    assert traces[("held-out value", "x4")].y[1] == pytest.approx(points["10"]["criterion_sensitivity"]["all"]["gap"]["value"])
