@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--bce-weight", type=float, default=1.0)
     ap.add_argument("--contrast-weight", type=float, default=1.0)
     ap.add_argument("--disagree-weight", type=float, default=3.0)
-    ap.add_argument("--bce-balance", choices=BCE_BALANCES, default="none",
+    ap.add_argument("--bce-balance", choices=BCE_BALANCES, default="tier",
                     help="tier: per tier, both label sides weigh the same in the pointwise BCE")
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
@@ -139,7 +139,7 @@ def main() -> None:
             write_html(rm_curve_figure(results["points"]), args.html)
 
     base_rewards, base = measure()
-    base["train_seconds"] = 0.0
+    base["train_seconds_total"] = 0.0
     results["points"]["0"] = base
     save()
     print(HEADER)
@@ -163,7 +163,7 @@ def main() -> None:
             rm.model.eval()
             rewards, m = measure()
             rm.model.train()  # (the Trainer sets train mode again each step; LoRA dropout is 0 here)
-            m["train_seconds"] = round(train_seconds, 1)
+            m["train_seconds_total"] = round(train_seconds, 1)  # training time from the start, evaluations excluded
             m["last_logged_loss"] = loss
             m["vs_base"] = compare(base_rewards, rewards, eval_rubrics, eval_cands, reps=args.reps, seed=args.seed)
             results["points"][str(step)] = m

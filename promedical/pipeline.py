@@ -132,7 +132,7 @@ def step_reward(workspace=None, *, policy_model: str = "embedded", judge_model: 
                 n_adjudicate: int = 2, labels: str = "judge", gold_labels: str | None = None,
                 rm_backend: str = "peft", rm_model: str | None = None, rm_steps: int = 20, rm_batch_size: int = 2,
                 rm_lr: float = 2e-4, rm_question: str = "good", rm_lora_layers: int | None = None,
-                rm_bce_balance: str = "none", rm_report_to: str = "tensorboard", seed: int = 0, train: bool = True, progress: bool = True) -> dict:
+                rm_bce_balance: str = "tier", rm_report_to: str = "tensorboard", seed: int = 0, train: bool = True, progress: bool = True) -> dict:
     """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation.
 
     ``labels``: "judge" trains on the judge's grades of candidates the policy samples; "gold" on

@@ -94,7 +94,7 @@ class RMConfig:
     bce_weight: float = 1.0  # pointwise BCE next to the Bradley-Terry loss
     contrast_weight: float = 1.0  # within-response contrasts (a criterion met ranked above one missed)
     disagree_weight: float = 3.0  # weight of pair instances whose order disagrees with the overall ranking
-    bce_balance: str = "none"  # "tier": per tier, both label sides weigh the same in the BCE (label_weights)
+    bce_balance: str = "tier"  # per tier, both label sides weigh the same in the BCE (label_weights); "none": all 1
     max_steps: int | None = None
     save_every: int = 20
     seed: int = 0
