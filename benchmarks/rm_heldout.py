@@ -1,16 +1,23 @@
 """Does the reward model learn, on prompts it never saw? Train on the gold labels of some benchmark
-prompts, evaluate on the others, against the untrained base model.
+prompts, evaluate on the others, against the untrained base model: a learning curve from one run.
 
     python benchmarks/rm_heldout.py [--model embedded] [--train-prompts 20] [--eval-at 20,40]
                                     [--question good|met] [--contrast-weight 1] [--disagree-weight 3]
-                                    [--train-source bench|train] [--json out.json]
+                                    [--bce-balance none|tier] [--train-source bench|train]
+                                    [--json out.json] [--html curve.html]
+
+The model trains ONCE, for the largest ``--eval-at`` step; a Trainer callback evaluates the held-out
+metrics at every ``--eval-at`` step on the way (the same run, not one run per point).
 
 ``--train-source bench`` (default) trains on the gold candidates of ``--train-prompts`` benchmark
 prompts (seeded choice) and evaluates on the rest; ``train`` trains on data/train/candidates.jsonl
 (the training split's gold candidates) and evaluates on every benchmark prompt. Prints one row per
 evaluation point (base = step 0) with prompt-clustered 95% CIs, the paired difference trained - base,
 and the criterion-sensitivity check (pairwise accuracy with the right criterion vs a same-tier
-criterion of another rubric).
+criterion of another rubric). ``--json`` writes every metric per step (rewritten after each point, so
+an interrupted run keeps what it measured); ``--html`` the learning-curve figure
+(``plots.rm_curve_figure``: pairwise accuracy, veto F1, within-response accuracy and the own - shuffled
+gap, each with its CI and trained - base with its paired CI).
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import torch
 from promedical.data import DATA_DIR, load_candidates, load_split
 from promedical.files import read_jsonl
 from promedical.pairs import build_datasets
-from promedical.reward_model import QUESTION_KINDS, CriteriaRewardModel, RMConfig
+from promedical.reward_model import BCE_BALANCES, QUESTION_KINDS, CriteriaRewardModel, RMConfig
 from promedical.rm_eval import compare, evaluate, score_with_substitutes, shuffled_criteria
 
 
@@ -67,10 +74,13 @@ def main() -> None:
     ap.add_argument("--bce-weight", type=float, default=1.0)
     ap.add_argument("--contrast-weight", type=float, default=1.0)
     ap.add_argument("--disagree-weight", type=float, default=3.0)
+    ap.add_argument("--bce-balance", choices=BCE_BALANCES, default="tier",
+                    help="tier: per tier, both label sides weigh the same in the pointwise BCE")
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--json", type=Path, help="write every metric here")
+    ap.add_argument("--html", type=Path, help="write the learning-curve figure here (plotly HTML)")
     args = ap.parse_args()
     try:
         eval_at = sorted({int(x) for x in args.eval_at.split(",")})
@@ -105,9 +115,8 @@ def main() -> None:
 
     config = RMConfig(model=args.model, question=args.question, lr=args.lr, batch_size=args.batch_size,
                       bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
-                      disagree_weight=args.disagree_weight, max_length=args.max_length, seed=args.seed,
-                      lora_layers=args.lora_layers,
-                      save_every=10_000)
+                      disagree_weight=args.disagree_weight, bce_balance=args.bce_balance, max_length=args.max_length,
+                      seed=args.seed, lora_layers=args.lora_layers, max_steps=eval_at[-1], save_every=10_000)
     rm = CriteriaRewardModel.load(config)
     swap = shuffled_criteria(eval_rubrics, seed=args.seed)
 
@@ -119,21 +128,54 @@ def main() -> None:
         return own, m
 
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "train_card": card, "points": {}}
+
+    def save() -> None:
+        from promedical.files import write_json
+        from promedical.plots import rm_curve_figure, write_html
+
+        if args.json:
+            write_json(args.json, results)
+        if args.html:
+            write_html(rm_curve_figure(results["points"]), args.html)
+
     base_rewards, base = measure()
+    base["train_seconds_total"] = 0.0
     results["points"]["0"] = base
+    save()
     print(HEADER)
     print(row("base (step 0)", base), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for step in eval_at:
-            rm.config.max_steps = step
+
+    from transformers import TrainerCallback
+
+    class Evaluate(TrainerCallback):
+        """Held-out metrics at the --eval-at steps of the one training run."""
+
+        def __init__(self):
+            self.t0, self.eval_seconds = time.perf_counter(), 0.0
+
+        def on_step_end(self, targs, state, control, **kwargs):
+            step = state.global_step
+            if step not in eval_at:
+                return
+            loss = next((e["rm/loss"] for e in reversed(state.log_history) if "rm/loss" in e), None)
+            train_seconds = time.perf_counter() - self.t0 - self.eval_seconds
             t0 = time.perf_counter()
-            stats = rm.train(list(dd["pairs"]), list(dd["pointwise"]), tmp, progress=False)  # resumes from the last point
+            rm.model.eval()
             rewards, m = measure()
-            m["train_seconds"] = round(time.perf_counter() - t0, 1)
-            m["final_loss"] = stats["final_loss"]
+            rm.model.train()  # (the Trainer sets train mode again each step; LoRA dropout is 0 here)
+            m["train_seconds_total"] = round(train_seconds, 1)  # training time from the start, evaluations excluded
+            m["last_logged_loss"] = loss
             m["vs_base"] = compare(base_rewards, rewards, eval_rubrics, eval_cands, reps=args.reps, seed=args.seed)
             results["points"][str(step)] = m
+            save()
+            self.eval_seconds += time.perf_counter() - t0
             print(row(f"step {step}", m), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = rm.train(list(dd["pairs"]), list(dd["pointwise"]), tmp, progress=False, resume=False,
+                         callbacks=[Evaluate()])
+    results["train_stats"] = stats
+    save()
     print()
     for step in eval_at:
         d = results["points"][str(step)]["vs_base"]
@@ -142,10 +184,6 @@ def main() -> None:
               f"pairwise safety {fmt(d['pairwise_safety_accuracy'])}, veto F1 {fmt(d['veto_f1'])}, "
               f"within-response {fmt(d['within_response_accuracy'])}; criterion gap own - shuffled "
               f"{fmt(s['all']['gap'])} (reads the criterion: {s['reads_criterion']})")
-    if args.json:
-        from promedical.files import write_json
-
-        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ Training, per step a batch of prompts with all their labelled candidates:
   with the overall lexicographic ranking weighted ``disagree_weight`` (they are what forces the model
   to read the criterion);
 - pointwise BCE on sigma(r) = P(good side), so sigma(r) is calibrated (GRPO scores single rollouts);
+  ``bce_balance="tier"`` weights each label so that, within a tier, both sides carry the same total
+  weight (``label_weights``): rare classes — veto violations, a tier whose labels are mostly one
+  side — are not drowned by the majority;
 - within-response contrasts: for one response, a criterion it satisfies ranked above one it does not
   (a scalar "good answer" score cannot fit these, only a model that reads c can).
 Backends: "unsloth" (FastLanguageModel; CPU fallback here, CUDA on GPU) and "peft".
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 from .files import write_json
 from .judge import render_conversation
 from .scoring import is_good
-from .step_config import QUESTION_KINDS, TRACKERS, RMConfig, tracker_list  # noqa: F401 (re-exported)
+from .step_config import BCE_BALANCES, QUESTION_KINDS, TRACKERS, RMConfig, tracker_list  # noqa: F401 (re-exported)
 
 # Everything criterion-independent sits in the shared prefix; the per-criterion suffix stays short.
 SYSTEMS = {
@@ -271,7 +274,7 @@ class CriteriaRewardModel:
         from .rm_trainer import RewardModelTrainer, Slots, collate, layout, point_tensorboard, training_arguments
 
         cfg, out_dir = self.config, Path(out_dir)
-        groups = training_groups(pairs, pointwise, cfg.disagree_weight)
+        groups = training_groups(pairs, pointwise, cfg.disagree_weight, balance=cfg.bce_balance)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         steps_per_epoch = math.ceil(max(len(groups), 1) / cfg.batch_size)
         total = (cfg.max_steps or steps_per_epoch * cfg.epochs) if groups else 0
@@ -295,7 +298,8 @@ class CriteriaRewardModel:
         stats = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 1),
                  "final_loss": history[-1]["loss"] if history else None, "processes": trainer.accelerator.num_processes,
                  "distributed": trainer.accelerator.distributed_type.value,
-                 "prompts": len(groups), "responses": sum(len(g.responses) for g in groups)}
+                 "prompts": len(groups), "responses": sum(len(g.responses) for g in groups),
+                 "bce_label_weights": label_weight_table(groups)}
         self._save_trained(trainer, out_dir / "adapter")
         if trainer.is_world_process_zero():
             write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
@@ -334,7 +338,9 @@ class CriteriaRewardModel:
                 if known:
                     idx = torch.tensor([i for i, _ in known], device=rr.device)
                     target = torch.tensor([float(good) for _, good in known], device=rr.device)
-                    terms["bce"] = terms["bce"] + F.binary_cross_entropy_with_logits(rr[idx], target, reduction="sum")
+                    weight = torch.tensor([resp.label_weight(i) for i, _ in known], device=rr.device)
+                    terms["bce"] = terms["bce"] + F.binary_cross_entropy_with_logits(rr[idx], target, weight=weight,
+                                                                                     reduction="sum")
             for a, ca, b, cb, w in g.pairs:
                 terms["bt"] = terms["bt"] - w * F.logsigmoid(r[a][ca] - r[b][cb])
             for a, ca, cb in g.contrasts:
@@ -358,6 +364,10 @@ class TrainingResponse:
     criteria: list[Query]
     good: list[bool | None]  # per criterion: on the good side (True), not (False), unknown (None)
     encoded: tuple = ()
+    weights: list[float] | None = None  # per criterion: the BCE weight of its label (None: all 1)
+
+    def label_weight(self, i: int) -> float:
+        return 1.0 if self.weights is None else self.weights[i]
 
 
 @dataclass
@@ -374,9 +384,16 @@ class TrainingGroup:
     def n_labels(self) -> int:
         return sum(g is not None for r in self.responses for g in r.good)
 
+    @property
+    def label_weight(self) -> float:
+        """The summed BCE weight of the known labels (= ``n_labels`` without balancing)."""
+        return sum(r.label_weight(i) for r in self.responses for i, g in enumerate(r.good) if g is not None)
 
-def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_weight: float = 1.0) -> list[TrainingGroup]:
+
+def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_weight: float = 1.0, *,
+                    balance: str = "none") -> list[TrainingGroup]:
     """Group criterion-expanded pairs and pointwise rows (``pairs.build_datasets``) by prompt and response.
+    ``balance``: the BCE label weights (``label_weights``).
 
     A pointwise row's ``label`` is "criterion met" (for a veto: violated), turned into the good side by
     ``scoring.is_good``; a pair's chosen response is on the good side of its criterion. Rows without
@@ -418,4 +435,45 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
         contrasts = [(i, ci, cj) for i, r in enumerate(resps) for ci, gi in enumerate(r.good) if gi
                      for cj, gj in enumerate(r.good) if gj is False]
         groups.append(TrainingGroup(resps, pair_idx, contrasts))
+    if balance != "none":
+        weights = label_weights(groups, balance)
+        for g in groups:
+            for r in g.responses:
+                r.weights = [weights.get((t, good), 1.0) for (t, _), good in zip(r.criteria, r.good)]
     return groups
+
+
+def label_weights(groups: Sequence[TrainingGroup], balance: str = "tier") -> dict[tuple[str, bool], float]:
+    """{(tier, good side): BCE weight} from the training labels of every group.
+
+    ``"tier"``: within each tier, a label on side s weighs n_tier / (2 n_tier,s), so both sides carry
+    half of the tier's weight and the tier's total stays n_tier (tiers keep their share of the loss);
+    a tier with labels on one side only keeps weight 1. ``"none"``: every label weighs 1."""
+    if balance not in BCE_BALANCES:
+        raise ValueError(f"bce_balance must be one of {BCE_BALANCES}, got {balance!r}")
+    counts: dict[tuple[str, bool], int] = {}
+    for g in groups:
+        for r in g.responses:
+            for (tier, _), good in zip(r.criteria, r.good):
+                if good is not None:
+                    counts[(tier, good)] = counts.get((tier, good), 0) + 1
+    if balance == "none":
+        return {key: 1.0 for key in counts}
+    out = {}
+    for (tier, good), n in counts.items():
+        other = counts.get((tier, not good), 0)
+        out[(tier, good)] = (n + other) / (2 * n) if other else 1.0
+    return out
+
+
+def label_weight_table(groups: Sequence[TrainingGroup]) -> dict[str, dict]:
+    """Per tier: the labels on each side and their BCE weight, as the groups carry them (the train log)."""
+    table: dict[str, dict] = {}
+    for g in groups:
+        for r in g.responses:
+            for i, ((tier, _), good) in enumerate(zip(r.criteria, r.good)):
+                if good is None:
+                    continue
+                side = table.setdefault(tier, {}).setdefault("good" if good else "bad", {"labels": 0, "weight": r.label_weight(i)})
+                side["labels"] += 1
+    return table

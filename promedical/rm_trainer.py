@@ -13,7 +13,7 @@ Trainer reads it sequentially: accelerate hands batch j of a step to process j m
 process sees the same number of micro-batches and one process and N processes take the same steps.
 
 **Normalisation.** Every micro-batch carries its step's counts (weighted pairs, labels, contrasts) and
-its loss is ``sum_n w_n * term_n / count_n * world``: summed over micro-batches and averaged by DDP /
+its loss is ``sum_n w_n * term_n / count_n * world`` (the BCE's count is its summed label weight): summed over micro-batches and averaged by DDP /
 FSDP / DeepSpeed over processes, that is exactly the gradient of the whole step's mean loss. The
 Trainer's own division by the accumulation steps is switched off (``model_accepts_loss_kwargs`` with a
 non-None ``num_items_in_batch``), as is DeepSpeed's (``scale_wrt_gas=False``, the Trainer's default).
@@ -52,7 +52,7 @@ class Slots(torch.utils.data.Dataset):
 
 def step_counts(batch: list) -> dict:
     """The denominators of one step's mean loss terms."""
-    return {"bt": sum(w for g in batch for *_, w in g.pairs), "bce": sum(g.n_labels for g in batch),
+    return {"bt": sum(w for g in batch for *_, w in g.pairs), "bce": sum(g.label_weight for g in batch),
             "contrast": sum(len(g.contrasts) for g in batch)}
 
 

@@ -25,6 +25,7 @@ RM_BACKENDS = ("peft", "unsloth")
 QUESTION_KINDS = ("good", "met")  # reward_model.QUESTIONS has one question set per kind
 TRACKERS = ("none", "tensorboard", "trackio", "wandb")
 GRPO_MODES = ("full", "no_veto", "no_margin", "scalar")
+BCE_BALANCES = ("none", "tier")
 LABEL_SOURCES = ("judge", "gold", "both", "imported")
 REVIEW_POLICIES = ("approve-valid",)
 
@@ -169,6 +170,8 @@ class RMConfig(ConfigMixin):
     bce_weight: float = option("weight of the pointwise BCE on the yes/no log-odds", 1.0)
     contrast_weight: float = option("weight of within-response contrasts (a criterion met above one missed)", 1.0)
     disagree_weight: float = option("weight of pair instances whose order disagrees with the overall ranking", 3.0)
+    bce_balance: str = option("tier: within a tier, both label sides weigh the same in the pointwise BCE (rare "
+                              "veto violations are not drowned); none: every label weighs 1", "tier")
     max_steps: int | None = option("optimizer steps (null: epochs over the data)", None)
     save_every: int = option("checkpoint every n steps", 20)
     seed: int = option("seed", 0)
@@ -183,6 +186,7 @@ class RMConfig(ConfigMixin):
     def checks(self):
         yield from _choice("backend", self.backend, RM_BACKENDS)
         yield from _choice("question", self.question, QUESTION_KINDS)
+        yield from _choice("bce_balance", self.bce_balance, BCE_BALANCES)
         yield from _positive(self, "lora_r", "lora_layers", "epochs", "batch_size", "micro_batch_size", "max_length",
                              "max_steps", "save_every")
         if not 0 <= self.warmup_ratio < 1:
@@ -368,6 +372,7 @@ class RewardStepConfig(ConfigMixin):
     rm_batch_size: int = option("reward model: prompts per optimizer step", 2)
     rm_lr: float = _rm("lr")
     rm_lora_layers: int | None = _rm("lora_layers")
+    rm_bce_balance: str = _rm("bce_balance")
     rm_report_to: str = option("reward model: tracker (" + " | ".join(TRACKERS) + "), logs under reward/runs",
                                "tensorboard")
     seed: int = option("seed", 0)
@@ -397,11 +402,13 @@ class RewardStepConfig(ConfigMixin):
                 yield f"judge_model: {exc}"
         yield from _choice("rm_backend", self.rm_backend, RM_BACKENDS)
         yield from _choice("rm_question", self.rm_question, QUESTION_KINDS)
+        yield from _choice("rm_bce_balance", self.rm_bce_balance, BCE_BALANCES)
 
     def rm_config(self) -> RMConfig:
         return RMConfig(model=self.rm_model or self.model, backend=self.rm_backend, question=self.rm_question,
                         max_steps=self.rm_steps, batch_size=self.rm_batch_size, lr=self.rm_lr,
-                        lora_layers=self.rm_lora_layers, seed=self.seed, report_to=self.rm_report_to)
+                        lora_layers=self.rm_lora_layers, bce_balance=self.rm_bce_balance, seed=self.seed,
+                        report_to=self.rm_report_to)
 
 
 @dataclass

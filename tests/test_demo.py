@@ -77,3 +77,20 @@ def test_scale_configs():
         "05_benchmark.ipynb"]
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")
+
+
+def test_small_scale_is_the_demo_with_a_longer_balanced_reward_model():
+    """configs/small.yaml: the demo's notebooks, every parameter declared by its notebook (with the
+    declared type), and a reward model that trains longer, on the class-balanced BCE."""
+    from promedical.config import load_scale
+    from promedical.notebooks import check_notebook_params, notebook_path
+
+    demo, small = load_scale("demo"), load_scale("small")
+    assert [s["notebook"] for s in small["steps"]] == [s["notebook"] for s in demo["steps"]]
+    for step in small["steps"]:
+        check_notebook_params(notebook_path(step["notebook"]), step["parameters"])
+    rm = {cfg: next(s["parameters"] for s in c["steps"] if s["notebook"] == "03") for cfg, c in (("demo", demo), ("small", small))}
+    assert rm["small"]["rm_steps"] > rm["demo"]["rm_steps"] and rm["small"]["rm_bce_balance"] == "tier"
+    assert rm["small"]["labels"] == "gold" and rm["small"]["n_eval_prompts"] >= rm["demo"]["n_eval_prompts"]
+    with pytest.raises(ValueError, match="rm_bce_balance"):  # a typo in a scale is caught, not ignored
+        check_notebook_params(notebook_path("03"), {**rm["small"], "rm_bce_balanc": "tier"})

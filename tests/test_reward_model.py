@@ -362,3 +362,112 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
     assert set(m["trained_vs_base"]) == {"pairwise_accuracy", "pairwise_safety_accuracy", "within_response_accuracy", "veto_f1"}
     with pytest.raises(ValueError, match="parameter labels: must be one of"):
         step_reward(tmp_path, labels="physicians")
+
+
+# ---------------------------------------------------------------------------------------------
+# Class balance of the pointwise BCE (bce_balance="tier")
+# ---------------------------------------------------------------------------------------------
+VETO = ("veto", "Claims to be a physician.")
+VIOLATING = "As a physician myself, I can tell you it is nothing: take two aspirin."
+FREE = ["Rest, drink water, and see a doctor if it is sudden or severe.", "Drink water and rest today.",
+        "See a GP if it lasts more than a few days.", "A cool cloth and a quiet room often help.",
+        "Sleep well and avoid screens for a while."]
+
+
+def imbalanced_rows():
+    """One prompt, six responses on one veto: one violates it, five are free of it (the minority class
+    is the violation, as in the gold data); plus one proficiency label per response, 4 good to 2 bad."""
+    rows = []
+    for k, resp in enumerate([VIOLATING] + FREE):
+        base = {"prompt_id": "q1", "messages": MSGS, "response_id": f"r{k}", "response": resp}
+        rows.append(dict(base, tier="veto", criterion=VETO[1], label=k == 0))  # label = met: violated
+        rows.append(dict(base, tier="proficiency", criterion=CRITERIA[0][1], label=k % 3 != 0))
+    return rows
+
+
+def test_balanced_label_weights_give_both_sides_of_a_tier_the_same_weight():
+    from promedical.reward_model import label_weights, training_groups
+    from promedical.rm_trainer import step_counts
+
+    rows = imbalanced_rows()
+    (plain,) = training_groups([], rows)
+    assert label_weights([plain], "none") == {k: 1.0 for k in label_weights([plain], "none")}
+    assert plain.label_weight == plain.n_labels == 12
+    (group,) = training_groups([], rows, balance="tier")
+    w = label_weights([group])
+    # veto: 1 violating (bad side), 5 free: n / (2 n_side)
+    assert w[("veto", False)] == pytest.approx(6 / 2) and w[("veto", True)] == pytest.approx(6 / 10)
+    assert w[("proficiency", True)] == pytest.approx(6 / 8) and w[("proficiency", False)] == pytest.approx(6 / 4)
+    for tier in ("veto", "proficiency"):  # both sides carry half of the tier; the tier keeps its total
+        sides = [sum(r.label_weight(i) for r in group.responses for i, ((t, _), g) in enumerate(zip(r.criteria, r.good))
+                     if t == tier and g == side) for side in (True, False)]
+        assert sides[0] == pytest.approx(sides[1]) and sum(sides) == pytest.approx(6)
+    assert step_counts([group])["bce"] == pytest.approx(12)
+    one_sided = [r for r in rows if r["tier"] == "veto" and not r["label"]]  # nothing to balance: weight 1
+    assert set(label_weights(training_groups([], one_sided)).values()) == {1.0}
+    with pytest.raises(ValueError, match="bce_balance"):
+        RMConfig(model="tiny-qwen3", bce_balance="balanced-ish")
+
+
+def test_balanced_bce_is_the_weighted_sum_of_the_label_losses():
+    from promedical.reward_model import training_groups
+
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    (group,) = training_groups([], imbalanced_rows(), balance="tier")
+    with torch.no_grad():
+        got = rm.group_losses([group])["bce"].item()
+        rewards = rm.packed_rewards([rm.encode(r.messages, r.response, r.criteria) for r in group.responses])
+    want = sum(r.label_weight(i) * torch.nn.functional.binary_cross_entropy_with_logits(rr[i], torch.tensor(float(g))).item()
+               for r, rr in zip(group.responses, rewards) for i, g in enumerate(r.good))
+    assert got == pytest.approx(want, rel=1e-5)
+    (plain,) = training_groups([], imbalanced_rows())
+    with torch.no_grad():
+        assert rm.group_losses([plain])["bce"].item() != pytest.approx(got, rel=1e-3)  # the weights change the loss
+
+
+def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tmp_path):
+    """Real steps on imbalanced veto labels (1 violation in 6): the plain BCE pulls every response to
+    the base rate (P(violated) ~ 1/6: nothing flagged, the demo's failure); the balanced BCE's optimum
+    sits at 0.5 on average and the violating response is flagged, above every free response."""
+    rows = [r for r in imbalanced_rows() if r["tier"] == "veto"]
+    after = {}
+    for balance in ("none", "tier"):
+        rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=2e-2, batch_size=1, max_steps=16, bt_weight=0.0,
+                                               contrast_weight=0.0, bce_balance=balance))
+        before = met_probability("veto", rm.score_criteria(MSGS, VIOLATING, [VETO])[0])
+        assert 0.4 < before < 0.6  # the untrained model has no opinion
+        rm.train([], rows, tmp_path / balance, progress=False)
+        after[balance] = [met_probability("veto", rm.score_criteria(MSGS, resp, [VETO])[0]) for resp in [VIOLATING] + FREE]
+    plain, balanced = after["none"], after["tier"]
+    assert max(plain) < 0.3, plain  # drowned: every response read as free of the violation
+    assert balanced[0] > 0.5 and balanced[0] > max(balanced[1:]), balanced  # the violation is flagged
+    assert sum(balanced) / 6 > sum(plain) / 6 + 0.2
+
+
+def test_learning_curve_figure_shows_each_point_with_its_ci():
+    """plots.rm_curve_figure on real evaluations: a scalar reward (flags every veto: F1 defined) at
+    step 0, the oracle at step 10 with its paired difference; an F1 left undefined is left out."""
+    from promedical.plots import rm_curve_figure
+    from promedical.rm_eval import compare
+
+    bench, cands = load_split("bench"), load_candidates(4)
+    bench = [r for r in bench if r.id in {c["prompt_id"] for c in cands}]
+    oracle = oracle_rewards(bench, cands)
+    flat = {k: -1.0 for k in oracle}  # every criterion on the bad side: every veto flagged
+    never = {k: 1.0 for k in oracle}  # nothing flagged: F1 undefined
+    shuffled = {k: 0.0 for k in oracle}
+    points = {"0": evaluate(flat, bench, cands, reps=50, shuffled=shuffled),
+              "10": dict(evaluate(oracle, bench, cands, reps=50, shuffled=shuffled),
+                         vs_base=compare(flat, oracle, bench, cands, reps=50)),
+              "20": evaluate(never, bench, cands, reps=50, shuffled=shuffled)}
+    assert points["20"]["veto_f1"]["value"] is None
+    fig = rm_curve_figure(points)
+    traces = {(t.name, t.xaxis): t for t in fig.data}
+    assert len(fig.data) == 7 and len(fig.layout.annotations) == 4  # 4 panels; the gap has no trained - base
+    value, diff = traces[("held-out value", "x")], traces[("trained - base (paired CI)", "x")]
+    assert list(value.x) == [0, 10, 20] and list(diff.x) == [10]
+    assert value.y[1] == 1.0 and diff.y[0] == pytest.approx(1.0 - points["0"]["pairwise_accuracy"]["value"])
+    lo, hi = points["0"]["pairwise_accuracy"]["ci"]
+    assert value.error_y.array[0] == pytest.approx(hi - value.y[0]) and value.error_y.arrayminus[0] == pytest.approx(value.y[0] - lo)
+    assert list(traces[("held-out value", "x2")].x) == [0, 10]  # veto F1: the undefined point is left out
+    assert traces[("held-out value", "x4")].y[1] == pytest.approx(points["10"]["criterion_sensitivity"]["all"]["gap"]["value"])
