@@ -9,10 +9,13 @@ attended to, with the same arithmetic:
 - each suffix against the prefix and itself (a small causal block on the right).
 
 Used through transformers' attention interface under the name ``ATTENTION`` (``use_packed_attention``
-switches a model on SDPA to it); the caller passes ``packed_layout`` = per row (prefix length,
-[(start, end) of each suffix]). Without a layout the function is plain SDPA.
+switches a model on SDPA to it); the caller passes ``packed_layout`` (a ``PackedLayout``). Without a
+layout the function is plain SDPA. Per row and layer: one SDPA call for the prefix, one for all its
+suffixes (right-padded to the longest).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +24,39 @@ ATTENTION = "promedical_packed_sdpa"
 Layout = list[tuple[int, list[tuple[int, int]]]]
 
 
+@dataclass
+class PackedLayout:
+    """Where the parts of each packed row lie. Per row: ``prefix`` length; ``queries`` [n, m] the
+    positions of each suffix's tokens, right-padded (padding repeats the suffix's last position);
+    ``mask`` [n, 1, m, prefix + m] what each suffix token sees (the whole prefix, itself causally);
+    ``valid`` the flat positions of ``queries`` that are real tokens, in sequence order."""
+
+    rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def build(cls, prefixes: list[int], suffixes: list[list[int]], device) -> "PackedLayout":
+        rows = []
+        for prefix, lengths in zip(prefixes, suffixes):
+            if not lengths:
+                rows.append((prefix, None, None, None))
+                continue
+            m, starts = max(lengths), [prefix + sum(lengths[:k]) for k in range(len(lengths))]
+            j = torch.arange(m, device=device)
+            length = torch.tensor(lengths, device=device)[:, None]
+            queries = torch.tensor(starts, device=device)[:, None] + torch.minimum(j, length - 1)
+            real = j < length  # [n, m]
+            own = (j[None, :, None] >= j[None, None, :]) & real[:, None, :]  # causal within the suffix, real keys
+            mask = torch.cat([torch.ones(len(lengths), m, prefix, dtype=torch.bool, device=device), own], dim=2)
+            rows.append((prefix, queries, mask[:, None], real.flatten().nonzero().squeeze(1)))
+        return cls(rows)
+
+
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
 def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                packed_layout: Layout | None = None, **kwargs):
+                packed_layout: PackedLayout | None = None, **kwargs):
     """query [B, H, L, D], key/value [B, H_kv, L, D] -> ([B, L, H, D], None), as transformers' SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -34,24 +64,26 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    heads, width, dim = query.shape[1:]
     rows = []
-    for b, (prefix, suffixes) in enumerate(packed_layout):
-        q, k, v = query[b:b + 1], key[b:b + 1], value[b:b + 1]
-        parts = [F.scaled_dot_product_attention(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], dropout_p=dropout,
-                                                scale=scaling, is_causal=True)]
-        for start, end in suffixes:
-            n = end - start
-            mask = torch.ones(n, prefix + n, dtype=torch.bool, device=query.device)
-            mask[:, prefix:] = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
-            ks = torch.cat([k[:, :, :prefix], k[:, :, start:end]], dim=2)
-            vs = torch.cat([v[:, :, :prefix], v[:, :, start:end]], dim=2)
-            parts.append(F.scaled_dot_product_attention(q[:, :, start:end], ks, vs, attn_mask=mask, dropout_p=dropout,
-                                                        scale=scaling))
-        used = suffixes[-1][1] if suffixes else prefix
-        if used < query.shape[2]:  # right padding: zeros, never read
-            parts.append(query.new_zeros(1, query.shape[1], query.shape[2] - used, query.shape[3]))
-        rows.append(torch.cat(parts, dim=2))
-    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+    for b, (prefix, queries, mask, valid) in enumerate(packed_layout.rows):
+        q, k, v = query[b], key[b], value[b]  # [H, L, D]
+        parts = [F.scaled_dot_product_attention(q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix],
+                                                dropout_p=dropout, scale=scaling, is_causal=True)[0]]
+        if queries is not None:
+            n, m = queries.shape
+            flat = queries.flatten()
+            qs = q[:, flat].view(heads, n, m, dim).transpose(0, 1)  # [n, H, m, D]
+            shared = lambda t: t[None, :, :prefix].expand(n, -1, -1, -1)  # noqa: E731
+            ks = torch.cat([shared(k), k[:, flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
+            vs = torch.cat([shared(v), v[:, flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
+            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout, scale=scaling)
+            parts.append(out.transpose(0, 1).reshape(heads, n * m, dim)[:, valid])
+        used = sum(p.shape[1] for p in parts)
+        if used < width:  # right padding: zeros, never read
+            parts.append(query.new_zeros(heads, width - used, dim))
+        rows.append(torch.cat(parts, dim=1))
+    return torch.stack(rows).transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:

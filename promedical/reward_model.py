@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .files import write_json
 from .judge import render_conversation
-from .packed_attention import use_packed_attention
+from .packed_attention import PackedLayout, use_packed_attention
 from .scoring import is_good
 
 # Everything criterion-independent sits in the shared prefix; the per-criterion suffix stays short.
@@ -338,8 +338,7 @@ class CriteriaRewardModel:
         keep = torch.tensor(sorted({e for ends in slots for e in ends}), device=dev)
         model = model or self.model
         if use_packed_attention(model):  # SDPA on the prefix (causal) and on each suffix: no masked pair computed
-            layout = [(len(p), [(e + 1 - len(x), e + 1) for x, e in zip(ss, ends)])
-                      for (p, ss, _), ends in zip(encoded, slots)]
+            layout = PackedLayout.build([len(p) for p, _, _ in encoded], [list(map(len, ss)) for _, ss, _ in encoded], dev)
             logits = model(input_ids=input_ids, position_ids=position_ids, logits_to_keep=keep,
                            packed_layout=layout).logits
         else:
