@@ -26,15 +26,17 @@ Layout = list[tuple[int, list[tuple[int, int]]]]
 
 @dataclass
 class PackedLayout:
-    """Where the parts of each packed row lie. Per row: ``prefix`` length; ``queries`` [n, m] the
-    positions of each suffix's tokens, right-padded (padding repeats the suffix's last position);
-    ``mask`` [n, 1, m, prefix + m] what each suffix token sees (the whole prefix, itself causally);
-    ``valid`` the flat positions of ``queries`` that are real tokens, in sequence order."""
+    """Where the parts of each packed row lie. Per row: ``prefix`` length (of the row's own tokens; a
+    KV cache before them, ``cached`` tokens, is part of the prefix for every query); ``queries`` [n, m]
+    the positions of each suffix's tokens, right-padded (padding repeats the suffix's last position);
+    ``mask`` [n, 1, m, cached + prefix + m] what each suffix token sees (the whole prefix, itself
+    causally); ``valid`` the flat positions of ``queries`` that are real tokens, in sequence order."""
 
     rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]
+    cached: int = 0
 
     @classmethod
-    def build(cls, prefixes: list[int], suffixes: list[list[int]], device) -> "PackedLayout":
+    def build(cls, prefixes: list[int], suffixes: list[list[int]], device, cached: int = 0) -> "PackedLayout":
         rows = []
         for prefix, lengths in zip(prefixes, suffixes):
             if not lengths:
@@ -46,9 +48,9 @@ class PackedLayout:
             queries = torch.tensor(starts, device=device)[:, None] + torch.minimum(j, length - 1)
             real = j < length  # [n, m]
             own = (j[None, :, None] >= j[None, None, :]) & real[:, None, :]  # causal within the suffix, real keys
-            mask = torch.cat([torch.ones(len(lengths), m, prefix, dtype=torch.bool, device=device), own], dim=2)
-            rows.append((prefix, queries, mask[:, None], real.flatten().nonzero().squeeze(1)))
-        return cls(rows)
+            seen = torch.ones(len(lengths), m, cached + prefix, dtype=torch.bool, device=device)
+            rows.append((prefix, queries, torch.cat([seen, own], dim=2)[:, None], real.flatten().nonzero().squeeze(1)))
+        return cls(rows, cached)
 
 
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -57,26 +59,30 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                 packed_layout: PackedLayout | None = None, **kwargs):
-    """query [B, H, L, D], key/value [B, H_kv, L, D] -> ([B, L, H, D], None), as transformers' SDPA."""
+    """query [B, H, L, D], key/value [B, H_kv, cached + L, D] -> ([B, L, H, D], None), as transformers' SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if packed_layout is None or key.shape[2] != query.shape[2]:  # not a packed call (or decoding with a cache)
+    if packed_layout is None or key.shape[2] != packed_layout.cached + query.shape[2]:  # not a packed call
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
+    groups, c = getattr(module, "num_key_value_groups", 1), packed_layout.cached
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     heads, width, dim = query.shape[1:]
     rows = []
     for b, (prefix, queries, mask, valid) in enumerate(packed_layout.rows):
-        q, k, v = query[b], key[b], value[b]  # [H, L, D]
-        parts = [F.scaled_dot_product_attention(q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix],
-                                                dropout_p=dropout, scale=scaling, is_causal=True)[0]]
+        q, k, v = query[b], key[b], value[b]  # [H, L, D], [H, c + L, D]
+        parts = []
+        if prefix:  # causal over the prefix (and all of a cache before it)
+            causal = None if not c else torch.ones(prefix, c + prefix, dtype=torch.bool, device=q.device).tril(c)
+            parts.append(F.scaled_dot_product_attention(q[None, :, :prefix], k[None, :, :c + prefix], v[None, :, :c + prefix],
+                                                        attn_mask=causal, dropout_p=dropout, scale=scaling,
+                                                        is_causal=not c)[0])
         if queries is not None:
             n, m = queries.shape
             flat = queries.flatten()
             qs = q[:, flat].view(heads, n, m, dim).transpose(0, 1)  # [n, H, m, D]
-            shared = lambda t: t[None, :, :prefix].expand(n, -1, -1, -1)  # noqa: E731
-            ks = torch.cat([shared(k), k[:, flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
-            vs = torch.cat([shared(v), v[:, flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
+            shared = lambda t: t[None, :, :c + prefix].expand(n, -1, -1, -1)  # noqa: E731
+            ks = torch.cat([shared(k), k[:, c + flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
+            vs = torch.cat([shared(v), v[:, c + flat].view(heads, n, m, dim).transpose(0, 1)], dim=2)
             out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout, scale=scaling)
             parts.append(out.transpose(0, 1).reshape(heads, n * m, dim)[:, valid])
         used = sum(p.shape[1] for p in parts)

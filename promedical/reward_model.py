@@ -277,6 +277,8 @@ class CriteriaRewardModel:
             return DynamicCache([(k.index_select(0, rows), v.index_select(0, rows), *rest) for k, v, *rest in c])
 
         rows = torch.tensor([g for (g, _), _ in members], device=dev)
+        if len(members) == 1 and bool(mask[rows].all()) and use_packed_attention(self.model):
+            return [self._score_packed_on_cache(select(cache, rows), *members[0])]
         tails = [p[n:] for (_, n), (p, _, _) in members]
         lengths = torch.tensor([len(p) for _, (p, _, _) in members], device=dev)
         cache, mask = select(cache, rows), mask[rows]
@@ -307,6 +309,20 @@ class CriteriaRewardModel:
             out.append(flat[k:k + n])
             k += n
         return out
+
+    def _score_packed_on_cache(self, cache, shared: tuple[int, int], encoded) -> list[float]:
+        """One response on the (one-row, unpadded) cache of its conversation: the rest of its prefix and
+        all its criterion suffixes in ONE packed row (``packed_attention``: no padding, vocabulary logits
+        only at the answer slots)."""
+        (_, n), (prefix, suffixes, tiers) = shared, encoded
+        dev, tail = self.device, prefix[n:]
+        ids = tail + [t for x in suffixes for t in x]
+        pos = list(range(n, len(prefix))) + [len(prefix) + j for x in suffixes for j in range(len(x))]
+        ends = (torch.tensor([len(x) for x in suffixes], device=dev).cumsum(0) + len(tail) - 1)
+        layout = PackedLayout.build([len(tail)], [[len(x) for x in suffixes]], dev, cached=n)
+        logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
+                            past_key_values=cache, use_cache=True, logits_to_keep=ends, packed_layout=layout).logits
+        return self._orient(self._logodds(logits[0].float()), tiers).tolist()
 
     @torch.no_grad()
     def score_criteria_naive(self, messages: list[dict], response: str, criteria) -> list[float]:

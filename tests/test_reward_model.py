@@ -82,7 +82,8 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
     for got in by_chunk.values():
         assert [len(g) for g in got] == [3, 2, 3, 2, 0, 3]
         assert [x for g in got for x in g] == pytest.approx([x for n in naive for x in n], abs=1e-4)
-    # chunk=1: each conversation's shared tokens once, each response's own tokens once, then the suffixes
+    # chunk=1 (the CPU default): each conversation's shared tokens once, then per response ONE packed row
+    # of its own tokens and all its criterion suffixes (packed_attention on the cache: no padding)
     encoded = [rm.encode(*it) for it in items]
     tokens = 0
     for group in ([0, 2, 5], [1, 3]):
@@ -91,7 +92,7 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
                       if k == min(map(len, prefixes)) or len({p[k] for p in prefixes}) > 1)
         assert shared > 40  # the system prompt and the conversation
         tokens += shared + sum(len(p) - shared for p in prefixes)
-        tokens += sum(len(encoded[i][1]) * max(map(len, encoded[i][1])) for i in group)
+        tokens += sum(len(x) for i in group for x in encoded[i][1])
     assert sum(embedded) == tokens
     assert tokens < sum(len(p) + sum(map(len, s)) for p, s, _ in encoded)
 
