@@ -5,7 +5,9 @@
 Runs real GRPO steps (TRL GRPOTrainer, LoRA policy) rewarded by a LoRA reward model on the same
 backbone; the reward model is untrained here because scoring costs the same either way. The reward
 model scores a step's rollouts with its two-level shared prefix (``CriteriaRewardModel.score_batch``: the
-conversation once per group, each rollout's response once, every criterion on the reused cache).
+conversation once per group; then, on CPU, each rollout's response and all its criterion suffixes in one
+packed row on the conversation's cache). Wall-clock splits on a CPU shared with other jobs vary with
+their load: compare runs made at the same time.
 Target: the reward takes <= 20% of the step.
 """
 from __future__ import annotations
