@@ -12,7 +12,8 @@ on every tier ("yes" = violated for a veto) and flips the veto's sign in ``_orie
 measure the difference (benchmarks/rm_heldout.py).
 
 Layout: instruction -> response -> criterion, so every criterion of one response shares the long
-prefix. Scoring reuses the prefix's KV cache; training packs one sequence per response —
+prefix. Scoring reuses KV caches on two levels (the conversation once per group of responses, then
+each response and its criteria); training packs one sequence per response —
 prefix, then every criterion suffix, each suffix attending to the prefix and itself only, positions
 continuing from the prefix — so all criteria of a response cost one forward.
 
@@ -225,7 +226,9 @@ class CriteriaRewardModel:
     def score_batch(self, items: list[tuple[list[dict], str, list]], chunk: int | None = None) -> list[list[float]]:
         """r for every criterion of many (messages, response, criteria), with a two-level shared prefix:
         the tokens that the responses to one conversation share (system + conversation: a GRPO group) run
-        once, each response once on that cache, then every criterion suffix on the response's cache.
+        once; on that cache, one response per pass (on SDPA) runs its own tokens and all its criterion
+        suffixes as one packed row (``packed_attention``), several per pass run their own tokens
+        (right-padded), then every criterion suffix on the reused cache.
         ``chunk``: responses per pass (default: 1 on CPU, where padding only adds work, 16 on a GPU);
         conversations with fewer responses than ``chunk`` share passes."""
         chunk = max(1, chunk or (1 if self.device.type == "cpu" else 16))
