@@ -3,8 +3,9 @@
     python benchmarks/criterion_scoring.py [--model embedded] [--responses 12] [--criteria 6]
 
 The scorers run on the same benchmark responses with `--criteria` criteria each: shared prefix with
-one response per call, shared prefix with 4 responses per call (what GRPO and the evaluation use),
-and one full forward per criterion. Prints criteria/s for each, the speed-ups, and the max
+one response per call, shared prefix with 4 responses per call (what the evaluation uses; responses to
+one prompt share the conversation's pass, as a GRPO group does: see ``score_batch``), and one full
+forward per criterion. Prints criteria/s for each, the speed-ups, and the max
 |difference| of their rewards (they must agree).
 """
 from __future__ import annotations

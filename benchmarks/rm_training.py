@@ -1,13 +1,16 @@
 """Reward-model training throughput: packed criteria vs one sequence per criterion, and Unsloth vs PEFT.
 
     python benchmarks/rm_training.py [--model embedded] [--criteria 7] [--responses 8] [--repeats 3]
-                                     [--lora-layers N] [--steps 6] [--batch-size 2] [--skip-backends]
+                                     [--lora-layers N] [--threads N] [--steps 6] [--batch-size 2] [--skip-backends]
 
 1. Packed vs unpacked: forward + backward of the rewards of ``--responses`` gold candidates with
    ``--criteria`` criteria each, once as ONE packed sequence per response (``packed_rewards``: prefix,
-   then every criterion suffix, 4-D mask) and once as one (prefix + criterion) sequence per criterion
-   (``reward_full``, the path without packing). Prints criteria/s, peak memory and the ratio on a line
-   "packed vs one sequence per criterion: N.NNx criteria/s".
+   then every criterion suffix; on SDPA ``packed_attention`` computes only the attended pairs) and once
+   as one (prefix + criterion) sequence per criterion (``reward_full``, the path without packing).
+   Prints criteria/s, peak memory and the ratio on a line "packed vs one sequence per criterion:
+   N.NNx criteria/s" (wall clock), then the same ratio in process CPU time: on a CPU shared with other
+   jobs the wall clock of multi-threaded torch mostly measures waiting for the other jobs (the two
+   sides run one after the other, under different load); CPU time measures the work.
 2. Unsloth vs PEFT: the same ``CriteriaRewardModel.train`` run (transformers.Trainer) on each backend.
 
 Every measurement runs in its own process (Unsloth patches transformers globally; peak memory is per
@@ -32,8 +35,12 @@ def _peak_mib(base_rss_mib: float) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss_mib
 
 
-def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeats: int, lora_layers: int | None) -> dict:
+def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeats: int, lora_layers: int | None,
+                threads: int | None = None) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from promedical.data import load_candidates, load_split
     from promedical.reward_model import CriteriaRewardModel, RMConfig
@@ -61,12 +68,13 @@ def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeat
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     once()  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         once()
-    seconds = (time.perf_counter() - t0) / repeats
+    seconds, cpu = (time.perf_counter() - t0) / repeats, (time.process_time() - c0) / repeats
     return {"mode": mode, "criteria": n, "responses": len(encoded), "tokens_per_pass": tokens,
-            "seconds": round(seconds, 3), "criteria_per_s": round(n / seconds, 2), "peak_mib": round(_peak_mib(base), 1),
+            "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "criteria_per_s": round(n / seconds, 2),
+            "criteria_per_cpu_s": round(n / cpu, 3), "peak_mib": round(_peak_mib(base), 1),
             "device": "cuda" if torch.cuda.is_available() else f"cpu threads={torch.get_num_threads()}"}
 
 
@@ -109,26 +117,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top n layers (packing comparison)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for the packing comparison (default: torch's)")
     ap.add_argument("--skip-backends", action="store_true")
     ap.add_argument("--packing", help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.packing:
-        print(json.dumps(run_packing(args.packing, args.model, args.criteria, args.responses, args.repeats, args.lora_layers)))
+        print(json.dumps(run_packing(args.packing, args.model, args.criteria, args.responses, args.repeats, args.lora_layers,
+                                     args.threads)))
         return
     if args.backend:
         print(json.dumps(run_backend(args.backend, args.model, args.steps, args.batch_size)))
         return
     common = ["--model", args.model, "--criteria", str(args.criteria), "--responses", str(args.responses),
-              "--repeats", str(args.repeats)] + (["--lora-layers", str(args.lora_layers)] if args.lora_layers else [])
+              "--repeats", str(args.repeats)] + (["--lora-layers", str(args.lora_layers)] if args.lora_layers else []) \
+        + (["--threads", str(args.threads)] if args.threads else [])
     rows = {m: _child(["--packing", m, *common]) for m in ("per_criterion", "packed")}
-    print("| path | criteria | tokens/pass | s/pass | criteria/s | peak MiB |\n|---|---|---|---|---|---|")
+    print("| path | criteria | tokens/pass | s/pass | CPU s/pass | criteria/s | peak MiB |\n|---|---|---|---|---|---|---|")
     for r in rows.values():
-        print(f"| {r['mode']} | {r['criteria']} | {r['tokens_per_pass']} | {r['seconds']} | {r['criteria_per_s']} | {r['peak_mib']} |")
+        print(f"| {r['mode']} | {r['criteria']} | {r['tokens_per_pass']} | {r['seconds']} | {r['cpu_seconds']} | "
+              f"{r['criteria_per_s']} | {r['peak_mib']} |")
     p, u = rows["packed"], rows["per_criterion"]
     print(f"packed vs one sequence per criterion ({p['device']}, {args.criteria} criteria/response): "
           f"{p['criteria_per_s'] / u['criteria_per_s']:.2f}x criteria/s, peak memory "
           f"{p['peak_mib'] / max(u['peak_mib'], 1e-9):.2f}x")
+    print(f"packed vs one sequence per criterion, process CPU time: {u['cpu_seconds'] / p['cpu_seconds']:.2f}x criteria/CPU-s")
     if args.skip_backends:
         return
     backends = {b: _child(["--backend", b, "--model", args.model, "--steps", str(args.steps), "--batch-size",

@@ -12,7 +12,8 @@ on every tier ("yes" = violated for a veto) and flips the veto's sign in ``_orie
 measure the difference (benchmarks/rm_heldout.py).
 
 Layout: instruction -> response -> criterion, so every criterion of one response shares the long
-prefix. Scoring reuses the prefix's KV cache; training packs one sequence per response —
+prefix. Scoring reuses KV caches on two levels (the conversation once per group of responses, then
+each response and its criteria); training packs one sequence per response —
 prefix, then every criterion suffix, each suffix attending to the prefix and itself only, positions
 continuing from the prefix — so all criteria of a response cost one forward.
 
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 
 from .files import write_json
 from .judge import render_conversation
+from .packed_attention import PackedLayout, use_packed_attention
 from .scoring import is_good
 from .step_config import BCE_BALANCES, QUESTION_KINDS, TRACKERS, RMConfig, tracker_list  # noqa: F401 (re-exported)
 
@@ -168,51 +170,111 @@ class CriteriaRewardModel:
     def score_criteria(self, messages: list[dict], response: str, criteria) -> list[float]:
         """r for every criterion of one response from ONE pass over the shared prefix (KV-cache reuse).
         ``criteria``: rubric Criterion objects, (tier, text) pairs, or texts (read as proficiency)."""
-        return self._score_chunk([(messages, response, criteria)])[0]
+        return self.score_batch([(messages, response, criteria)])[0]
 
     def score_batch(self, items: list[tuple[list[dict], str, list]], chunk: int | None = None) -> list[list[float]]:
-        """r for every criterion of many (messages, response, criteria), ``chunk`` responses per pass
-        (default: 1 on CPU, where padding only adds work, 16 on a GPU)."""
-        chunk = chunk or (1 if self.device.type == "cpu" else 16)
-        return [r for k in range(0, len(items), chunk) for r in self._score_chunk(items[k:k + chunk])]
-
-    @torch.no_grad()
-    def _score_chunk(self, items: list[tuple[list[dict], str, list]]) -> list[list[float]]:
-        """One batched pass over the prefixes (left-padded), then one over all criterion suffixes on the
-        reused cache."""
-        dev, pad = self.device, self.tokenizer.pad_token_id
+        """r for every criterion of many (messages, response, criteria), with a two-level shared prefix:
+        the tokens that the responses to one conversation share (system + conversation: a GRPO group) run
+        once; on that cache, one response per pass (on SDPA) runs its own tokens and all its criterion
+        suffixes as one packed row (``packed_attention``), several per pass run their own tokens
+        (right-padded), then every criterion suffix on the reused cache.
+        ``chunk``: responses per pass (default: 1 on CPU, where padding only adds work, 16 on a GPU);
+        conversations with fewer responses than ``chunk`` share passes."""
+        chunk = max(1, chunk or (1 if self.device.type == "cpu" else 16))
         encoded = [self.encode(*item) for item in items]
-        counts = [len(s) for _, s, _ in encoded]
-        if not sum(counts):
-            return [[] for _ in items]
-        width = max(len(p) for p, _, _ in encoded)
-        pids = torch.tensor([[pad] * (width - len(p)) + p for p, _, _ in encoded], device=dev)
-        pmask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _, _ in encoded], device=dev)
-        ppos = (pmask.cumsum(1) - 1).clamp(min=0)
-        if bool(pmask.all()):  # no padding: plain causal attention (the fast path of SDPA)
-            cache = self.model(input_ids=pids, use_cache=True, logits_to_keep=1).past_key_values
-        else:
-            cache = self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True,
-                               logits_to_keep=1).past_key_values
-        rows = torch.repeat_interleave(torch.arange(len(items), device=dev), torch.tensor(counts, device=dev))
-        cache.reorder_cache(rows)  # one cache row per (response, criterion)
-        suffixes = [s for _, ss, _ in encoded for s in ss]
+        out: list[list[float]] = [[] for _ in items]
+        groups: dict[str, list[int]] = {}
+        for i, (item, (_, suffixes, _)) in enumerate(zip(items, encoded)):
+            if suffixes:
+                groups.setdefault(json.dumps(item[0], sort_keys=True), []).append(i)
+        shared, split = {}, []
+        for conv in groups.values():
+            n = _shared_length([encoded[i][0] for i in conv])
+            for g in ([conv] if n else [[i] for i in conv]):  # nothing shared (never with a system prompt)
+                shared[g[0]] = n if n else len(encoded[g[0]][0])
+                split.append(g)
+        for convs, passes in _plan(split, chunk):
+            shared_of = [shared[conv[0]] for conv in convs]
+            cache, mask = self._run_shared([encoded[conv[0]][0][:n] for conv, n in zip(convs, shared_of)])
+            row = {i: (g, n) for g, (conv, n) in enumerate(zip(convs, shared_of)) for i in conv}
+            for members in passes:
+                for i, r in zip(members, self._score_on_cache(cache, mask, [(row[i], encoded[i]) for i in members])):
+                    out[i] = r
+        return out
+
+    def _run_shared(self, prefixes: list[list[int]]):
+        """(KV cache, attention mask) of left-padded token prefixes, one row each."""
+        dev, pad = self.device, self.tokenizer.pad_token_id
+        width = max(map(len, prefixes))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prefixes], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=dev)
+        with torch.inference_mode():
+            if bool(mask.all()):  # no padding: plain causal attention (the fast path of SDPA)
+                cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+            else:
+                cache = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                                   use_cache=True, logits_to_keep=1).past_key_values
+        return cache, mask
+
+    @torch.inference_mode()
+    def _score_on_cache(self, cache, mask: torch.Tensor, members: list) -> list[list[float]]:
+        """Every criterion of some responses on the cache of their shared prefixes. ``members``:
+        ((cache row, shared length), (prefix ids, suffix ids, tiers)) per response. One pass over the
+        rest of each prefix (right-padded), one over all criterion suffixes (right-padded)."""
+        from transformers import DynamicCache
+
+        dev, pad = self.device, self.tokenizer.pad_token_id
+
+        def select(c, rows):  # a new cache with these rows (the shared cache stays as it is)
+            return DynamicCache([(k.index_select(0, rows), v.index_select(0, rows), *rest) for k, v, *rest in c])
+
+        rows = torch.tensor([g for (g, _), _ in members], device=dev)
+        if len(members) == 1 and bool(mask[rows].all()) and use_packed_attention(self.model):
+            return [self._score_packed_on_cache(select(cache, rows), *members[0])]
+        tails = [p[n:] for (_, n), (p, _, _) in members]
+        lengths = torch.tensor([len(p) for _, (p, _, _) in members], device=dev)
+        cache, mask = select(cache, rows), mask[rows]
+        twidth = max(map(len, tails))
+        if twidth:
+            tids = torch.tensor([t + [pad] * (twidth - len(t)) for t in tails], device=dev)
+            tmask = torch.tensor([[1] * len(t) + [0] * (twidth - len(t)) for t in tails], device=dev)
+            mask = torch.cat([mask, tmask], dim=1)
+            start = torch.tensor([n for (_, n), _ in members], device=dev)[:, None]
+            self.model(input_ids=tids, attention_mask=mask, past_key_values=cache, position_ids=start + torch.arange(twidth, device=dev),
+                       use_cache=True, logits_to_keep=1)
+        counts = [len(s) for _, (_, s, _) in members]
+        crow = torch.repeat_interleave(torch.arange(len(members), device=dev), torch.tensor(counts, device=dev))
+        cache, mask = select(cache, crow), mask[crow]
+        suffixes = [s for _, (_, ss, _) in members for s in ss]
         swidth = max(map(len, suffixes))
         sids = torch.tensor([s + [pad] * (swidth - len(s)) for s in suffixes], device=dev)
         smask = torch.tensor([[1] * len(s) + [0] * (swidth - len(s)) for s in suffixes], device=dev)
-        mask = torch.cat([pmask[rows], smask], dim=1)
-        positions = pmask[rows].sum(1, keepdim=True) + torch.arange(swidth, device=dev)
         last = smask.sum(dim=1) - 1
         keep = torch.unique(last)  # vocabulary logits only at the answer slots, not every suffix token
-        logits = self.model(input_ids=sids, attention_mask=mask, past_key_values=cache,
-                            position_ids=positions, use_cache=True, logits_to_keep=keep).logits
-        raw = self._logodds(logits[torch.arange(len(rows)), torch.searchsorted(keep, last)].float())
-        flat = self._orient(raw, [t for _, _, ts in encoded for t in ts]).tolist()
+        logits = self.model(input_ids=sids, attention_mask=torch.cat([mask, smask], dim=1), past_key_values=cache,
+                            position_ids=lengths[crow, None] + torch.arange(swidth, device=dev), use_cache=True,
+                            logits_to_keep=keep).logits
+        raw = self._logodds(logits[torch.arange(len(crow)), torch.searchsorted(keep, last)].float())
+        flat = self._orient(raw, [t for _, (_, _, ts) in members for t in ts]).tolist()
         out, k = [], 0
         for n in counts:
             out.append(flat[k:k + n])
             k += n
         return out
+
+    def _score_packed_on_cache(self, cache, shared: tuple[int, int], encoded) -> list[float]:
+        """One response on the (one-row, unpadded) cache of its conversation: the rest of its prefix and
+        all its criterion suffixes in ONE packed row (``packed_attention``: no padding, vocabulary logits
+        only at the answer slots)."""
+        (_, n), (prefix, suffixes, tiers) = shared, encoded
+        dev, tail = self.device, prefix[n:]
+        ids = tail + [t for x in suffixes for t in x]
+        pos = list(range(n, len(prefix))) + [len(prefix) + j for x in suffixes for j in range(len(x))]
+        ends = (torch.tensor([len(x) for x in suffixes], device=dev).cumsum(0) + len(tail) - 1)
+        layout = PackedLayout.build([len(tail)], [[len(x) for x in suffixes]], dev, cached=n)
+        logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
+                            past_key_values=cache, use_cache=True, logits_to_keep=ends, packed_layout=layout).logits
+        return self._orient(self._logodds(logits[0].float()), tiers).tolist()
 
     @torch.no_grad()
     def score_criteria_naive(self, messages: list[dict], response: str, criteria) -> list[float]:
@@ -222,9 +284,10 @@ class CriteriaRewardModel:
 
     def packed_rewards(self, encoded: list[tuple[list[int], list[list[int]], list[str]]], model=None) -> list[torch.Tensor]:
         """r for every criterion of each encoded response from ONE packed sequence per response:
-        prefix, then every criterion suffix; a 4-D mask lets each suffix see the prefix and itself only,
-        and its positions continue from the prefix, so each answer slot equals a separate
-        prefix+criterion forward. Right-padded batch; differentiable (training)."""
+        prefix, then every criterion suffix; each suffix sees the prefix and itself only (on SDPA:
+        ``packed_attention`` computes the prefix causally and each suffix against the prefix and itself;
+        on another attention: a 4-D mask), and its positions continue from the prefix, so each answer
+        slot equals a separate prefix+criterion forward. Right-padded batch; differentiable (training)."""
         dev, pad = self.device, self.tokenizer.pad_token_id
         seqs, segs, slots = [], [], []
         for prefix, suffixes, _ in encoded:
@@ -240,12 +303,20 @@ class CriteriaRewardModel:
         width = max(len(ids) for ids, _ in seqs)
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in seqs], device=dev)
         position_ids = torch.tensor([pos + [0] * (width - len(pos)) for _, pos in seqs], device=dev)
-        seg = torch.tensor([s + [-2] * (width - len(s)) for s in segs], device=dev)  # -1 prefix, k suffix k, -2 pad
-        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
-        allowed = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg == -1)[:, None, :])
         keep = torch.tensor(sorted({e for ends in slots for e in ends}), device=dev)
-        logits = (model or self.model)(input_ids=input_ids, attention_mask=allowed[:, None], position_ids=position_ids,
-                                       logits_to_keep=keep).logits
+        model = model or self.model
+        if use_packed_attention(model):  # SDPA on the prefix (causal) and on each suffix: no masked pair computed
+            layout = PackedLayout.build([len(p) for p, _, _ in encoded], [list(map(len, ss)) for _, ss, _ in encoded], dev)
+            logits = model(input_ids=input_ids, position_ids=position_ids, logits_to_keep=keep,
+                           packed_layout=layout).logits
+        else:
+            seg = torch.tensor([s + [-2] * (width - len(s)) for s in segs], device=dev)  # -1 prefix, k suffix k, -2 pad
+            causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
+            allowed = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg == -1)[:, None, :])
+            dtype = next(model.parameters()).dtype  # additive: eager attention adds the mask to the scores
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+            logits = model(input_ids=input_ids, attention_mask=mask[:, None], position_ids=position_ids,
+                           logits_to_keep=keep).logits
         out = []
         for b, ((_, _, tiers), ends) in enumerate(zip(encoded, slots)):
             if not ends:
@@ -352,6 +423,32 @@ class CriteriaRewardModel:
         self.model.save_pretrained(str(path))
         write_json(path / "rm_config.json", asdict(self.config))
         return path
+
+
+def _shared_length(prefixes: list[list[int]]) -> int:
+    """How many tokens all these prefixes share at their start."""
+    n, first = min(map(len, prefixes)), prefixes[0]
+    for p in prefixes[1:]:
+        n = next((k for k in range(n) if p[k] != first[k]), n)
+    return n
+
+
+def _plan(groups: list[list[int]], chunk: int) -> list[tuple[list[list[int]], list[list[int]]]]:
+    """Passes of the scorer: (conversations sharing one prefix pass, response passes of <= ``chunk``
+    responses on it). A conversation with ``chunk`` responses or more gets its own prefix pass; smaller
+    ones are packed together."""
+    plan, small = [], []
+    for g in groups:
+        if len(g) >= chunk:
+            plan.append(([g], [g[k:k + chunk] for k in range(0, len(g), chunk)]))
+        elif sum(map(len, small)) + len(g) > chunk:
+            plan.append((small, [[i for s in small for i in s]]))
+            small = [g]
+        else:
+            small.append(g)
+    if small:
+        plan.append((small, [[i for s in small for i in s]]))
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------

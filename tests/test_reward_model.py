@@ -63,6 +63,40 @@ def test_batched_scoring_of_uneven_responses_equals_one_forward_per_criterion():
         assert got == pytest.approx(rm.score_criteria_naive(messages, response, criteria), abs=1e-4)
 
 
+def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_criterion():
+    """GRPO's case: several rollouts of one prompt, and of two prompts, uneven lengths. The conversation
+    runs once per prompt, each rollout's response once on it, every criterion on the response's cache."""
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    other = [{"role": "user", "content": "My child has a fever of 39 C and is drinking less than usual today."}]
+    items = [(MSGS, "Rest.", CRITERIA), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[:2]),
+             (MSGS, "Rest, drink water, and see a doctor if it is sudden or severe, or if you feel confused.", CRITERIA),
+             (other, "Fluids.", CRITERIA[:2]), (MSGS, "No criteria read here.", []), (MSGS, "\n\n Ice pack", CRITERIA[::-1])]
+    naive = [rm.score_criteria_naive(*it) for it in items]
+    embedded = []  # tokens of every forward of the chunk=1 call
+    hook = rm.model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].numel()))
+    try:
+        by_chunk = {1: rm.score_batch(items, chunk=1)}
+    finally:
+        hook.remove()
+    by_chunk.update({chunk: rm.score_batch(items, chunk=chunk) for chunk in (2, 16)})
+    for got in by_chunk.values():
+        assert [len(g) for g in got] == [3, 2, 3, 2, 0, 3]
+        assert [x for g in got for x in g] == pytest.approx([x for n in naive for x in n], abs=1e-4)
+    # chunk=1 (the CPU default): each conversation's shared tokens once, then per response ONE packed row
+    # of its own tokens and all its criterion suffixes (packed_attention on the cache: no padding)
+    encoded = [rm.encode(*it) for it in items]
+    tokens = 0
+    for group in ([0, 2, 5], [1, 3]):
+        prefixes = [encoded[i][0] for i in group]
+        shared = next(k for k in range(min(map(len, prefixes)) + 1)
+                      if k == min(map(len, prefixes)) or len({p[k] for p in prefixes}) > 1)
+        assert shared > 40  # the system prompt and the conversation
+        tokens += shared + sum(len(p) - shared for p in prefixes)
+        tokens += sum(len(x) for i in group for x in encoded[i][1])
+    assert sum(embedded) == tokens
+    assert tokens < sum(len(p) + sum(map(len, s)) for p, s, _ in encoded)
+
+
 def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6,
@@ -268,8 +302,14 @@ def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
     assert torch.nn.functional.cosine_similarity(grads["bt"], grads["bce"], dim=0) > 0.5
 
 
-def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient():
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient(attention):
+    """On SDPA, packing runs ``packed_attention`` (the prefix causally, each suffix against the prefix
+    and itself); on another attention, an additive 4-D mask. Both equal the unpacked computation."""
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    configs = [m.config for m in rm.model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")]
+    for c in configs:
+        c._attn_implementation = attention
     other = [{"role": "user", "content": "My child has a fever of 39 C and is drinking less than usual."}]
     items = [(MSGS, "Rest.", CRITERIA), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[1:]),
              (MSGS, "See a GP today.", CRITERIA[:1])]
@@ -290,6 +330,7 @@ def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient(
     with torch.no_grad():  # and the inference scorer (shared-prefix KV cache) agrees with both
         scored = [x for it in items for x in rm.score_criteria(*it)]
     assert scored == pytest.approx(naive.detach().tolist(), abs=1e-4)
+    assert {c._attn_implementation for c in configs} == {"promedical_packed_sdpa" if attention == "sdpa" else "eager"}
 
 
 def test_long_inputs_lose_the_middle_of_the_prefix_never_the_criterion():

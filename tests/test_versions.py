@@ -54,7 +54,13 @@ def test_peft_and_transformers_surface():
         peft.LoraConfig.__dataclass_fields__)
     assert callable(peft.get_peft_model) and callable(peft.set_peft_model_state_dict)
     assert "is_trainable" in params_of(peft.PeftModel.from_pretrained)
-    assert hasattr(DynamicCache, "reorder_cache")
+    assert list(inspect.signature(DynamicCache.__init__).parameters)[1] == "ddp_cache_data"  # scorer cache rows
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    assert callable(AttentionInterface.register) and callable(ALL_MASK_ATTENTION_FUNCTIONS.register)  # packed attention
+    assert {"dropout", "scaling"} <= set(params_of(sdpa_attention_forward))
     for cls in (LlamaForCausalLM, Qwen3ForCausalLM):
         assert "logits_to_keep" in params_of(cls.forward)
 
