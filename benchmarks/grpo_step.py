@@ -33,8 +33,7 @@ def main() -> None:
     from promedical.grpo import GRPOSettings, train_policy
     from promedical.reward_model import CriteriaRewardModel, RMConfig
 
-    rm = CriteriaRewardModel.load(RMConfig(model=args.model))
-    rm.model.requires_grad_(False)
+    rm = CriteriaRewardModel.load(RMConfig(model=args.model)).freeze()  # as pipeline.load_reward_model does
     settings = GRPOSettings(model=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
                             max_completion_length=args.length, lr=2e-5, save_steps=10_000)
     with tempfile.TemporaryDirectory() as tmp:

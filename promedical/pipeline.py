@@ -291,8 +291,7 @@ def load_reward_model(workspace=None, adapter: str | Path | None = None):
         raise FileNotFoundError(f"no reward-model adapter at {adapter} (missing rm_config.json): "
                                 "run notebook 03 first, or pass the adapter directory")
     rm = CriteriaRewardModel.load(RMConfig(**json.loads(config_file.read_text(encoding="utf-8"))), adapter=adapter)
-    rm.model.requires_grad_(False)
-    return rm
+    return rm.freeze()
 
 
 def step_grpo(workspace=None, config: GRPOStepConfig | None = None, **params) -> dict:

@@ -118,6 +118,17 @@ class CriteriaRewardModel:
         model.eval()
         return cls(model, tokenizer, config)
 
+    def freeze(self) -> "CriteriaRewardModel":
+        """For scoring only (GRPO, the benchmark, probes): the LoRA adapter merged into the base weights
+        (PEFT ``merge_and_unload``: the same function without the adapter's extra matmuls, about a fifth
+        of a scoring pass on CPU), no gradients, eval mode. The model can no longer be trained or saved
+        as an adapter."""
+        if hasattr(self.model, "merge_and_unload"):
+            self.model = self.model.merge_and_unload()
+        self.model.requires_grad_(False)
+        self.model.eval()
+        return self
+
     @property
     def device(self):
         return next(self.model.parameters()).device

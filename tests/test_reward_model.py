@@ -97,6 +97,24 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
     assert tokens < sum(len(p) + sum(map(len, s)) for p, s, _ in encoded)
 
 
+def test_a_frozen_reward_model_scores_as_the_adapter_does_without_lora_layers():
+    """freeze() (GRPO, the benchmark): the LoRA update merged into the base weights gives the same scores."""
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
+    with torch.no_grad():  # a trained adapter: non-zero B, so the merge has something to merge
+        for name, p in rm.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.05)
+    items = [(MSGS, GOOD, CRITERIA), (MSGS, BAD, CRITERIA)]
+    before = rm.score_batch(items)
+    base = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3")).score_batch(items)
+    assert max(abs(a - b) for x, y in zip(before, base) for a, b in zip(x, y)) > 1e-3  # the adapter matters
+    rm.freeze()
+    assert not any("lora" in name for name, _ in rm.model.named_parameters())
+    assert not any(p.requires_grad for p in rm.model.parameters())
+    after = rm.score_batch(items)
+    assert [x for a in after for x in a] == pytest.approx([x for b in before for x in b], abs=1e-4)
+
+
 def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6,
