@@ -33,13 +33,13 @@ def run_step(name: str, workspace: str | Path | None, params: dict) -> dict:
 def step_params(scale: str, step: str) -> dict:
     """The parameters a scale config gives a step: its `launch_params:` entry, else its notebook's, over
     the scale's top-level `model:` for every step whose config has a ``model`` field."""
-    from .step_config import NOTEBOOK_STEPS, STEP_CONFIGS
+    from .step_config import STEP_CONFIGS, STEP_NOTEBOOKS
 
     config = load_scale(scale)
     base = {"model": config["model"]} if "model" in config and "model" in STEP_CONFIGS[step].names() else {}
     if step in config.get("launch_params", {}):
         return {**base, **config["launch_params"][step]}
-    notebook = {v: k for k, v in NOTEBOOK_STEPS.items()}.get(step)
+    notebook = STEP_NOTEBOOKS.get(step)
     for entry in config.get("steps", []):
         if entry.get("notebook") == notebook:
             return {**base, **entry.get("parameters", {})}

@@ -1,7 +1,7 @@
 """Parameters from the command line (`step`, `launch`, `notebook`) checked before anything runs.
 
-A parameter must be one the step function (or the notebook's parameters cell) declares, its value
-must have the declared type (JSON ``5`` is an int, ``5.0`` a float, ``true`` a bool; an int is
+A parameter must be a field of the step's typed config (``promedical.step_config``; for another
+notebook, a name its parameters cell declares), its value must have the declared type (JSON ``5`` is an int, ``5.0`` a float, ``true`` a bool; an int is
 accepted where a float is expected), numbers must be finite and not negative (every numeric
 parameter of the kit is a count, a size, a rate, a temperature or a seed), a ``*_file`` parameter
 must name an existing regular file and a ``*_adapter`` parameter an existing directory. Every
@@ -75,15 +75,6 @@ def value_problem(name: str, value: Any, hint) -> str | None:
         elif name.endswith("_adapter") and not Path(value).is_dir():
             problem = f"no adapter directory {quote(value)}"
     return problem
-
-
-def step_hints(step: str) -> dict:
-    """{parameter: type hint} of a pipeline step: the fields of its typed config (promedical.step_config)."""
-    from .step_config import STEP_CONFIGS
-
-    if step not in STEP_CONFIGS:
-        raise ValueError(f"unknown step {quote(step)} (known: {', '.join(STEP_CONFIGS)})")
-    return STEP_CONFIGS[step].hints()
 
 
 def params_problems(params: dict, hints: dict, what: str) -> list[str]:

@@ -249,7 +249,7 @@ def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | N
             raise ValueError(f"eval_labels {path}: none of its prompt ids is a rubric of the workspace's bench")
         bench, gold, source = load_split("bench"), load_candidates(), "the kit's bench (data/bench): the workspace " \
                                                                       "bench has no gold-labelled candidates"
-    keep = set(list(dict.fromkeys(g["prompt_id"] for g in gold))[:n_prompts] if n_prompts else [g["prompt_id"] for g in gold])
+    keep = set(list(dict.fromkeys(g["prompt_id"] for g in gold))[:n_prompts])  # the first n prompts, in file order
     gold = [g for g in gold if g["prompt_id"] in keep]
     return bench, gold, {"source": source, "prompts": len(keep), "candidates": len(gold)}
 

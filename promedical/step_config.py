@@ -121,6 +121,10 @@ class ConfigMixin:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def project(self, cls):
+        """The config of a base class (e.g. RMConfig of RMTrainStepConfig) from this one's values."""
+        return cls(**{k: getattr(self, k) for k in cls.names()})
+
 
 def _choice(name: str, value, allowed) -> list[str]:
     return [] if value in allowed else [f"{name}: must be one of {', '.join(map(str, allowed))}, got {value!r}"]
@@ -133,6 +137,17 @@ def _positive(obj, *names) -> list[str]:
         if v is not None and v < 1:
             out.append(f"{name}: must be >= 1, got {v!r}")
     return out
+
+
+def _source_problems(name: str, spec) -> list[str]:
+    """A source mapping (candidates.Source) checked the way the step will build it."""
+    from .candidates import Source
+
+    try:
+        Source.from_dict(spec)
+    except (TypeError, ValueError) as exc:
+        return [f"{name}: {exc}"]
+    return []
 
 
 def _needs_base_url(obj) -> list[str]:
@@ -394,12 +409,7 @@ class RewardStepConfig(ConfigMixin):
             except ValueError as exc:
                 yield f"candidate_sources: {exc}"
         if isinstance(self.judge_model, dict):
-            from .candidates import Source
-
-            try:
-                Source.from_dict(self.judge_model)
-            except (TypeError, ValueError) as exc:
-                yield f"judge_model: {exc}"
+            yield from _source_problems("judge_model", self.judge_model)
         yield from _choice("rm_backend", self.rm_backend, RM_BACKENDS)
         yield from _choice("rm_question", self.rm_question, QUESTION_KINDS)
         yield from _choice("rm_bce_balance", self.rm_bce_balance, BCE_BALANCES)
@@ -423,7 +433,7 @@ class RMTrainStepConfig(RMConfig):
     progress: bool = option("progress bars", True)
 
     def rm_config(self) -> RMConfig:
-        return RMConfig(**{k: v for k, v in self.to_dict().items() if k in RMConfig.names()})
+        return self.project(RMConfig)
 
 
 @dataclass
@@ -448,7 +458,7 @@ class GRPOStepConfig(GRPOSettings):
             yield f"monitor_every: must be >= 1, got {self.monitor_every}"
 
     def settings(self) -> GRPOSettings:
-        return GRPOSettings(**{k: v for k, v in self.to_dict().items() if k in GRPOSettings.names()})
+        return self.project(GRPOSettings)
 
 
 @dataclass
@@ -481,28 +491,19 @@ class BenchmarkStepConfig(ConfigMixin):
         yield from _positive(self, "n_bench", "max_new_tokens")
         for name, row in self.extra_models.items():
             if isinstance(row, dict):
-                from .candidates import Source
-
-                try:
-                    Source.from_dict(row)
-                except (TypeError, ValueError) as exc:
-                    yield f"extra_models: {name!r}: {exc}"
+                yield from _source_problems(f"extra_models: {name!r}", row)
             elif not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)
                       and (row[1] is None or isinstance(row[1], str))):
                 yield f"extra_models: {name!r} must be [model spec, adapter dir or null] or a source mapping"
         if isinstance(self.judge_model, dict):
-            from .candidates import Source
-
-            try:
-                Source.from_dict(self.judge_model)
-            except (TypeError, ValueError) as exc:
-                yield f"judge_model: {exc}"
+            yield from _source_problems("judge_model", self.judge_model)
 
 
 STEP_CONFIGS: dict[str, type] = {c.STEP: c for c in (GenerateStepConfig, ReviewStepConfig, RewardStepConfig,
                                                       RMTrainStepConfig, GRPOStepConfig, BenchmarkStepConfig)}
 # the notebook that runs each step (rm-train has none: 03 trains in-process at small scale)
 NOTEBOOK_STEPS = {"01": "generate", "02": "review", "03": "reward", "04": "grpo", "05": "benchmark"}
+STEP_NOTEBOOKS = {step: notebook for notebook, step in NOTEBOOK_STEPS.items()}
 
 
 def step_config(step: str, params: dict | None = None, base=None):
@@ -531,7 +532,7 @@ def markdown() -> str:
              "`promedical launch` all fill these dataclasses. A scale's top-level `model:` fills `model` in every",
              "step that has one.", ""]
     for step, cls in STEP_CONFIGS.items():
-        notebook = {v: k for k, v in NOTEBOOK_STEPS.items()}.get(step)
+        notebook = STEP_NOTEBOOKS.get(step)
         lines += [f"## {step}", "", f"`{cls.__name__}`" + (f", notebook {notebook}" if notebook else "") + ": "
                   + " ".join((cls.__doc__ or "").split()), "", "| parameter | default | |", "|---|---|---|"]
         for name, default in cls.defaults().items():

@@ -7,10 +7,9 @@ import pytest
 from conftest import ROOT
 from promedical.cli import main
 from promedical.config import CONFIG_DIR, load_scale
-from promedical.launch import step_params
 from promedical.notebooks import check_notebook_params, notebook_parameters, notebook_path
-from promedical.step_config import (NOTEBOOK_STEPS, STEP_CONFIGS, GRPOSettings, GRPOStepConfig, RewardStepConfig,
-                                    RMConfig, RMTrainStepConfig, build, step_config)
+from promedical.step_config import (NOTEBOOK_STEPS, STEP_CONFIGS, STEP_NOTEBOOKS, GRPOSettings, GRPOStepConfig,
+                                    RewardStepConfig, RMConfig, RMTrainStepConfig, build, step_config)
 
 SCALES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -30,7 +29,7 @@ def test_every_step_of_every_scale_dry_runs_with_the_scales_model_and_parameters
         if "model" in cls.names():  # the scale's top-level model reaches every step that has one
             assert params["model"] == config["model"], (scale, step, params)
         expected = {**config.get("launch_params", {}).get(step, {})}
-        notebook = {v: k for k, v in NOTEBOOK_STEPS.items()}.get(step)
+        notebook = STEP_NOTEBOOKS.get(step)
         if step not in config.get("launch_params", {}):
             for entry in config["steps"]:
                 if entry["notebook"] == notebook:
