@@ -68,7 +68,9 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
     runs once per prompt, each rollout's response once on it, every criterion on the response's cache."""
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
     other = [{"role": "user", "content": "My child has a fever of 39 C and is drinking less than usual today."}]
-    items = [(MSGS, "Rest.", CRITERIA), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[:2]),
+    more = [CRITERIA[0], ("veto", "Recommends aspirin to a child."), CRITERIA[1], ("proficiency", "Asks about red flags."),
+            CRITERIA[2], ("proficiency", "Explains when to seek urgent care.")]
+    items = [(MSGS, "Rest.", more), (other, "Give fluids, check for a rash, and call the doctor if it lasts.", CRITERIA[:2]),
              (MSGS, "Rest, drink water, and see a doctor if it is sudden or severe, or if you feel confused.", CRITERIA),
              (other, "Fluids.", CRITERIA[:2]), (MSGS, "No criteria read here.", []), (MSGS, "\n\n Ice pack", CRITERIA[::-1])]
     naive = [rm.score_criteria_naive(*it) for it in items]
@@ -80,7 +82,7 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
         hook.remove()
     by_chunk.update({chunk: rm.score_batch(items, chunk=chunk) for chunk in (2, 16)})
     for got in by_chunk.values():
-        assert [len(g) for g in got] == [3, 2, 3, 2, 0, 3]
+        assert [len(g) for g in got] == [6, 2, 3, 2, 0, 3]
         assert [x for g in got for x in g] == pytest.approx([x for n in naive for x in n], abs=1e-4)
     # chunk=1 (the CPU default): each conversation's shared tokens once, then per response ONE packed row
     # of its own tokens and all its criterion suffixes (packed_attention on the cache: no padding)
