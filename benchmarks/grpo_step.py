@@ -34,9 +34,12 @@ def main() -> None:
     from promedical.grpo import GRPOSettings, train_policy
     from promedical.reward_model import CriteriaRewardModel, RMConfig
 
-    rm = CriteriaRewardModel.load(RMConfig(model=args.model)).freeze()  # as pipeline.load_reward_model does
-    settings = GRPOSettings(model=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
-                            max_completion_length=args.length, lr=2e-5, save_steps=10_000)
+    try:  # bad values answered in one line, before anything loads
+        settings = GRPOSettings(model=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,
+                                max_completion_length=args.length, lr=2e-5, save_steps=10_000)
+        rm = CriteriaRewardModel.load(RMConfig(model=args.model)).freeze()  # as load_reward_model does
+    except (ValueError, OSError) as exc:
+        ap.error(str(exc).splitlines()[0])
     scored, read = [], []  # the items of every reward call; the tokens each forward of the reward model ran
 
     def scorer(items):

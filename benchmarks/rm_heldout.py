@@ -89,11 +89,23 @@ def main() -> None:
     if not eval_at or eval_at[0] < 1:
         ap.error("--eval-at needs positive steps")
     torch.manual_seed(args.seed)
+    if args.eval_prompts is not None and args.eval_prompts < 1:
+        ap.error("--eval-prompts must be >= 1")
+    try:  # every bad training value answered in one line, before anything loads
+        config = RMConfig(model=args.model, question=args.question, lr=args.lr, batch_size=args.batch_size,
+                          bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
+                          disagree_weight=args.disagree_weight, bce_balance=args.bce_balance,
+                          max_length=args.max_length, seed=args.seed, lora_layers=args.lora_layers,
+                          max_steps=eval_at[-1], save_every=10_000)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     bench = load_split("bench")
     gold = load_candidates()
     if args.train_source == "bench":
         ids = sorted({c["prompt_id"] for c in gold})
+        if not 1 <= args.train_prompts < len(ids):
+            ap.error(f"--train-prompts must be in [1, {len(ids) - 1}] (the other benchmark prompts are evaluated)")
         train_ids = set(random.Random(args.seed).sample(ids, args.train_prompts))
         train_rubrics, train_cands = [r for r in bench if r.id in train_ids], [c for c in gold if c["prompt_id"] in train_ids]
         eval_cands = [c for c in gold if c["prompt_id"] not in train_ids]
@@ -113,10 +125,6 @@ def main() -> None:
           f"{card['pointwise']['total']} pointwise labels; eval: {len(eval_rubrics)} held-out prompts, "
           f"{len(eval_cands)} candidates", flush=True)
 
-    config = RMConfig(model=args.model, question=args.question, lr=args.lr, batch_size=args.batch_size,
-                      bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
-                      disagree_weight=args.disagree_weight, bce_balance=args.bce_balance, max_length=args.max_length,
-                      seed=args.seed, lora_layers=args.lora_layers, max_steps=eval_at[-1], save_every=10_000)
     rm = CriteriaRewardModel.load(config)
     swap = shuffled_criteria(eval_rubrics, seed=args.seed)
 

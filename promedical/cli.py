@@ -288,11 +288,11 @@ def parse_params(items: list[str], params_json: str | None = None) -> dict:
 
 def _checked_params(args) -> dict:
     """The -p / --params of `step` and `launch`, checked against the step's parameters, and the workspace."""
-    from .params import check_step_params
+    from .step_config import step_config
 
     params = parse_params(args.param, args.params)
     try:
-        check_step_params(args.name, params)
+        step_config(args.name, params)
     except ValueError as exc:
         raise UsageError(exc) from None
     _check_workspace(args.workspace)
@@ -324,10 +324,10 @@ def cmd_params(args) -> int:
 
 def cmd_plan(args) -> int:
     from .launch import plan_for, step_params
-    from .params import check_step_params
+    from .step_config import step_config
 
     for step in ("rm-train", "grpo"):
-        check_step_params(step, step_params(args.scale, step))
+        step_config(step, step_params(args.scale, step))
     fits = True
     for step in ("rm-train", "grpo"):
         memory = plan_for(step, args.scale, num_processes=args.num_processes)
@@ -338,11 +338,11 @@ def cmd_plan(args) -> int:
 
 def cmd_launch(args) -> int:
     from .launch import launch, step_params
-    from .params import check_step_params
     from .planner import PlanError
+    from .step_config import step_config
 
     params = _checked_params(args)
-    check_step_params(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
+    step_config(args.name, {**step_params(args.scale, args.name), **params})  # the scale's own values
     try:
         return launch(args.name, args.workspace, params, scale=args.scale, num_processes=args.num_processes,
                       cpu=args.cpu, sharding=args.sharding, dry_run=args.dry_run)

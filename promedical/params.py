@@ -22,8 +22,14 @@ from .ids import quote
 _NOTHING = inspect.Parameter.empty
 
 
+_JSON_NAMES = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               Path: "a string", list: "a list", tuple: "a list", dict: "an object"}
+
+
 def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    """A type as a JSON value is described to the user ("an integer", "null")."""
+    base = typing.get_origin(hint) or hint
+    return _JSON_NAMES.get(base) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def type_problem(value: Any, hint) -> str | None:
@@ -33,8 +39,16 @@ def type_problem(value: Any, hint) -> str | None:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         members = typing.get_args(hint)
-        if any(type_problem(value, m) is None for m in members):
+        problems = [type_problem(value, m) for m in members]
+        if None in problems:
             return None
+        real = [(m, p) for m, p in zip(members, problems) if m is not type(None)]
+        if len(real) == 1:  # an optional value of the right type: what is wrong with it ("must not be negative")
+            base = typing.get_origin(real[0][0]) or real[0][0]
+            accepts = (int, float) if base is float else (list, tuple) if base in (list, tuple) else base
+            if isinstance(accepts, (type, tuple)) and isinstance(value, accepts) and (
+                    base is bool or not isinstance(value, bool)):
+                return real[0][1]
         return f"must be {' or '.join(_type_name(m) for m in members)}, got {type(value).__name__}"
     if hint is type(None):
         return None if value is None else f"must be null, got {type(value).__name__}"
@@ -89,9 +103,3 @@ def params_problems(params: dict, hints: dict, what: str) -> list[str]:
             out.append(f"parameter {name}: {problem}")
     return out
 
-
-def check_step_params(step: str, params: dict):
-    """The step's typed config from ``params``; ValueError naming every unknown parameter or bad value."""
-    from .step_config import step_config
-
-    return step_config(step, params)

@@ -211,7 +211,8 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
 
     rm_config = c.rm_config()
     rm = CriteriaRewardModel.load(rm_config)
-    eval_rubrics = [r for r in bench if r.id in {g["prompt_id"] for g in gold}]
+    gold_prompts = {g["prompt_id"] for g in gold}
+    eval_rubrics = [r for r in bench if r.id in gold_prompts]
     swap = shuffled_criteria(eval_rubrics, seed=c.seed)
 
     def measure():  # own and shuffled criteria (does the model read the criterion?)

@@ -488,14 +488,21 @@ class TrainingGroup:
     pairs: list[tuple[int, int, int, int, float]]
     contrasts: list[tuple[int, int, int]]
 
+    def known_labels(self):
+        """(response, criterion index, tier, good side) of every known label."""
+        for r in self.responses:
+            for i, ((tier, _), good) in enumerate(zip(r.criteria, r.good)):
+                if good is not None:
+                    yield r, i, tier, good
+
     @property
     def n_labels(self) -> int:
-        return sum(g is not None for r in self.responses for g in r.good)
+        return sum(1 for _ in self.known_labels())
 
     @property
     def label_weight(self) -> float:
         """The summed BCE weight of the known labels (= ``n_labels`` without balancing)."""
-        return sum(r.label_weight(i) for r in self.responses for i, g in enumerate(r.good) if g is not None)
+        return sum(r.label_weight(i) for r, i, _, _ in self.known_labels())
 
 
 def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_weight: float = 1.0, *,
@@ -561,10 +568,8 @@ def label_weights(groups: Sequence[TrainingGroup], balance: str = "tier") -> dic
         raise ValueError(f"bce_balance must be one of {BCE_BALANCES}, got {balance!r}")
     counts: dict[tuple[str, bool], int] = {}
     for g in groups:
-        for r in g.responses:
-            for (tier, _), good in zip(r.criteria, r.good):
-                if good is not None:
-                    counts[(tier, good)] = counts.get((tier, good), 0) + 1
+        for _, _, tier, good in g.known_labels():
+            counts[(tier, good)] = counts.get((tier, good), 0) + 1
     if balance == "none":
         return {key: 1.0 for key in counts}
     out = {}
@@ -578,10 +583,7 @@ def label_weight_table(groups: Sequence[TrainingGroup]) -> dict[str, dict]:
     """Per tier: the labels on each side and their BCE weight, as the groups carry them (the train log)."""
     table: dict[str, dict] = {}
     for g in groups:
-        for r in g.responses:
-            for i, ((tier, _), good) in enumerate(zip(r.criteria, r.good)):
-                if good is None:
-                    continue
-                side = table.setdefault(tier, {}).setdefault("good" if good else "bad", {"labels": 0, "weight": r.label_weight(i)})
-                side["labels"] += 1
+        for r, i, tier, good in g.known_labels():
+            side = table.setdefault(tier, {}).setdefault("good" if good else "bad", {"labels": 0, "weight": r.label_weight(i)})
+            side["labels"] += 1
     return table

@@ -94,8 +94,7 @@ def _pair_rows(rewards: Rewards, pairs_ds, missing_ok: bool = False) -> list[dic
         if missing_ok and not all(k in rewards for k in keys):
             rows.append({"prompt": row["prompt_id"], "tier": row["tier"], "correct": None})
             continue
-        margin = (rewards[(row["prompt_id"], row["chosen_id"], row["criterion_id"])]
-                  - rewards[(row["prompt_id"], row["rejected_id"], row["criterion_id"])])
+        margin = rewards[keys[0]] - rewards[keys[1]]
         # chosen is the good side of the criterion (for a veto: does not violate), and r is the
         # log-odds of the good side on every tier: a positive margin is correct
         rows.append({"prompt": row["prompt_id"], "tier": row["tier"], "correct": margin > 0,

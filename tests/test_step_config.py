@@ -93,6 +93,11 @@ def test_bad_values_are_one_line_naming_the_field():
         RewardStepConfig(judge_model={"model": "x"})
     with pytest.raises(ValueError, match="parameter report_to: unknown tracker"):
         RMConfig(report_to="mlflow")
+    with pytest.raises(ValueError) as err:  # an optional number says what is wrong with the number
+        RMConfig(lora_layers=-2)
+    assert str(err.value) == "parameter lora_layers: must not be negative, got -2"
+    with pytest.raises(ValueError, match="parameter lora_layers: must be an integer or null, got str"):
+        RMConfig(lora_layers="top")
     with pytest.raises(ValueError, match=r"parameter lam must be >= 1 \+ beta"):
         GRPOSettings(lam=1.0)  # the veto must outweigh the best clipped score
     for bad in ({"warmup_ratio": 1.0}, {"batch_size": 0}, {"question": "maybe"}):
