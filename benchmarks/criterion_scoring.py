@@ -15,8 +15,9 @@ import time
 
 import torch
 
-from promedical.data import load_candidates, load_split
-from promedical.reward_model import CriteriaRewardModel, RMConfig
+from promedical.core.data import load_candidates, load_split
+from promedical.reward.config import RMConfig
+from promedical.reward.scorer import CriteriaRewardModel
 
 
 def main() -> None:

@@ -69,10 +69,10 @@ def peak_rss_mib() -> float:
 
 def run_one(n: int, semantic: bool) -> dict:
     """One size in this process: stage seconds, drops and peak memory."""
-    from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
-    from promedical.corpus.ingest import ingest
     import pyarrow.parquet as pq
 
+    from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
+    from promedical.corpus.ingest import ingest
     from promedical.corpus.store import data_dir
 
     out: dict = {"n": n, "seconds": {}, "dropped": {}}
@@ -108,7 +108,7 @@ def run_one(n: int, semantic: bool) -> dict:
 
 def run_curate(n: int) -> dict:
     """The tool's own path without models: `ingest` then `curate` with semantic dedup and LLM labels off."""
-    from promedical.corpus import DataConfig
+    from promedical.corpus.config import DataConfig
     from promedical.corpus.ingest import ingest
     from promedical.corpus.step import curate
 
@@ -180,7 +180,7 @@ def openai_benchmark(n_prompts: int = 64) -> None:
     from test_llm import READY_TIMEOUT, Server
 
     from promedical.corpus.label import difficulty_messages, difficulty_schema
-    from promedical.llm import GenParams, OpenAICompatibleLLM
+    from promedical.models.llm import GenParams, OpenAICompatibleLLM
 
     texts = [r["prompt"][:300] for r in synthetic(n_prompts, seed=1)]
     params = GenParams(max_new_tokens=24, json_schema=difficulty_schema())

@@ -19,7 +19,7 @@ python - "$MODELS" "$WHICH" <<'PY'
 import sys, torch
 from pathlib import Path
 from transformers import Qwen3Config, Qwen3ForCausalLM
-from promedical.models import load_tokenizer
+from promedical.models.loading import load_tokenizer
 root, which = Path(sys.argv[1]), sys.argv[2]
 archs = {"0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                       num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),

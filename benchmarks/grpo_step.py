@@ -30,9 +30,11 @@ def main() -> None:
 
     import torch
 
-    from promedical.data import load_split
-    from promedical.grpo import GRPOSettings, train_policy
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.core.data import load_split
+    from promedical.policy.config import GRPOSettings
+    from promedical.policy.training import train_policy
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     try:  # bad values answered in one line, before anything loads
         settings = GRPOSettings(model=args.model, backend=args.backend, steps=args.steps, group_size=args.group_size,

@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from promedical.data import load_candidates, load_split  # noqa: E402
-from promedical.judge import coverage, grade_responses  # noqa: E402
-from promedical.llm import OpenAICompatibleLLM  # noqa: E402
+from promedical.core.data import load_candidates, load_split
+from promedical.models.llm import OpenAICompatibleLLM
+from promedical.reward.judge import coverage, grade_responses
 
 
 def start_server(model: str, delay: float, answer: str | None = None) -> tuple[subprocess.Popen, str]:

@@ -22,7 +22,6 @@ gap, each with its CI and trained - base with its paired CI).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -31,11 +30,14 @@ from pathlib import Path
 
 import torch
 
-from promedical.data import DATA_DIR, load_candidates, load_split
-from promedical.files import read_jsonl
-from promedical.pairs import build_datasets
-from promedical.reward_model import BCE_BALANCES, QUESTION_KINDS, CriteriaRewardModel, RMConfig
-from promedical.rm_eval import compare, evaluate, score_with_substitutes, shuffled_criteria
+from promedical.core.data import load_candidates, load_split
+from promedical.core.files import read_jsonl
+from promedical.core.provenance import DATA_DIR
+from promedical.reward.config import BCE_BALANCES, QUESTION_KINDS, RMConfig
+from promedical.reward.evaluation import compare, evaluate, score_with_substitutes, shuffled_criteria
+from promedical.reward.pairs import build_datasets
+from promedical.reward.scorer import CriteriaRewardModel
+from promedical.reward.trainer import train_reward_model
 
 
 def fmt(m: dict) -> str:
@@ -138,8 +140,9 @@ def main() -> None:
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "train_card": card, "points": {}}
 
     def save() -> None:
-        from promedical.files import write_json
-        from promedical.plots import rm_curve_figure, write_html
+        from promedical.core.files import write_json
+        from promedical.core.plots import write_html
+        from promedical.reward.plots import rm_curve_figure
 
         if args.json:
             write_json(args.json, results)
@@ -180,7 +183,7 @@ def main() -> None:
             print(row(f"step {step}", m), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        stats = rm.train(list(dd["pairs"]), list(dd["pointwise"]), tmp, progress=False, resume=False,
+        stats = train_reward_model(rm, list(dd["pairs"]), list(dd["pointwise"]), tmp, progress=False, resume=False,
                          callbacks=[Evaluate()])
     results["train_stats"] = stats
     save()

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from promedical.reward.trainer import train_reward_model
+
 
 def _peak_mib(base_rss_mib: float) -> float:
     import torch
@@ -42,8 +44,9 @@ def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeat
     if threads:
         torch.set_num_threads(threads)
 
-    from promedical.data import load_candidates, load_split
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     rubrics = {r.id: r for r in load_split("bench")}
     cands = [c for c in load_candidates() if c["prompt_id"] in rubrics][:n_responses]
@@ -81,9 +84,10 @@ def run_packing(mode: str, model: str, n_criteria: int, n_responses: int, repeat
 def run_backend(backend: str, model: str, steps: int, batch_size: int) -> dict:
     import torch
 
-    from promedical.data import load_candidates, load_split
-    from promedical.pairs import build_datasets
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.config import RMConfig
+    from promedical.reward.pairs import build_datasets
+    from promedical.reward.scorer import CriteriaRewardModel
 
     dd, _ = build_datasets(load_split("bench"), load_candidates())
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
@@ -94,7 +98,7 @@ def run_backend(backend: str, model: str, steps: int, batch_size: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        stats = rm.train(pairs, point, tmp, progress=False)
+        stats = train_reward_model(rm, pairs, point, tmp, progress=False)
         seconds = time.perf_counter() - t0
     return {"backend": backend, "seconds": round(seconds, 2), "prompts_per_s": round(steps * batch_size / seconds, 3),
             "final_loss": stats["final_loss"], "peak_mib": round(_peak_mib(base), 1),

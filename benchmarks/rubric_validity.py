@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from promedical.data import load_split
-from promedical.generate import FewShotPool, generate_rubrics
-from promedical.llm import GenParams, make_llm
+from promedical.core.data import load_split
+from promedical.models.llm import GenParams, make_llm
+from promedical.rubrics.generate import FewShotPool, generate_rubrics
 
 
 def main() -> None:

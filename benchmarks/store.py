@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from promedical.review import ReviewSession  # noqa: E402
-from promedical.rubric import Rubric  # noqa: E402
-from promedical.store import RubricStore  # noqa: E402
+from promedical.core.rubric import Rubric
+from promedical.review.session import ReviewSession
+from promedical.rubrics.store import RubricStore
 
 CATEGORIES = ["triage_emergency", "chronic_care", "medication", "prevention", "mental_health"]
 SPECIALTIES = ["pulmonology", "cardiology", "pediatrics", "dermatology", "psychiatry", "general"]
@@ -119,14 +119,14 @@ def widget_open(store: RubricStore) -> dict:
 
 def legacy_import(n: int, rev: str, tmp: Path, chunk: int) -> dict:
     try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:promedical/store.py"],
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:promedical/rubrics/store.py"],
                              capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         return {"skipped": f"cannot load the JSONL store from git {rev!r}: {exc}"}
     mod = types.ModuleType("promedical._legacy_store")
     mod.__package__ = "promedical"
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
-    exec(compile(src, f"{rev}:promedical/store.py", "exec"), mod.__dict__)
+    exec(compile(src, f"{rev}:promedical/rubrics/store.py", "exec"), mod.__dict__)
     store = mod.RubricStore(tmp / "legacy")
     return timed_import(store, synthetic_rubrics(n, seed=9), chunk)
 

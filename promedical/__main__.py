@@ -1,5 +1,6 @@
+"""`python -m promedical` is the `promedical` command."""
 import sys
 
-from .cli import main
+from promedical.app.cli import main
 
 sys.exit(main())

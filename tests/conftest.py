@@ -1,6 +1,6 @@
 import json
-from contextlib import contextmanager
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,7 +51,7 @@ def make_rubric(rid="r1", **overrides):
 
 @pytest.fixture(scope="session")
 def embedded():
-    from promedical.models import load_model
+    from promedical.models.loading import load_model
 
     return load_model("embedded")
 

@@ -18,10 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(out: str, steps: int) -> None:
-    from promedical.data import load_candidates, load_split
-    from promedical.pairs import build_datasets
-    from promedical.reward_model import CriteriaRewardModel, RMConfig, training_groups
-    from promedical.rm_trainer import step_counts
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.config import RMConfig
+    from promedical.reward.pairs import build_datasets
+    from promedical.reward.scorer import CriteriaRewardModel
+    from promedical.reward.trainer import group_losses, step_counts
+    from promedical.reward.training_data import training_groups
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -44,7 +46,7 @@ def main(out: str, steps: int) -> None:
     losses = []
     for _ in range(steps):
         counts = step_counts(groups)
-        terms = rm.group_losses(groups[rank::world], rm.model)
+        terms = group_losses(rm, groups[rank::world], rm.model)
         loss = sum(terms[n] * world / counts[n] for n in counts if counts[n])
         loss.backward()
         optim.step()

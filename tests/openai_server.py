@@ -52,7 +52,7 @@ class State:
 
 
 def make_handler(state: State):
-    from promedical.llm import GenParams
+    from promedical.models.llm import GenParams
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     ap.add_argument("--answer", help="answer every chat request with this text instead of running the model")
     args = ap.parse_args(argv)
 
-    from promedical.llm import TransformersLLM
+    from promedical.models.llm import TransformersLLM
 
     llm = TransformersLLM(args.model)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(State(llm, args.fail_first, args.delay, args.answer)))

@@ -3,12 +3,13 @@ import os
 import random
 
 import pytest
-
 from conftest import make_rubric
-from promedical.audit import audit
-from promedical.benchmark import answer_scores, paired, pearson, ranks, summarize
-from promedical.data import load_split
-from promedical.rubric import Rubric
+
+from promedical.bench.graders import answer_scores
+from promedical.bench.statistics import paired, pearson, ranks, summarize
+from promedical.core.audit import audit
+from promedical.core.data import load_split
+from promedical.core.rubric import Rubric
 
 RUBRIC = Rubric.from_dict(make_rubric())
 
@@ -84,7 +85,7 @@ def test_audit_finds_planted_duplicates_and_passes_the_shipped_split():
 
 
 def test_report_escapes_text_and_exports_png(tmp_path):
-    from promedical.report import write_report
+    from promedical.bench.report import write_report
 
     graded = synthetic_graded()
     for g in graded:

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from promedical.data import load_split
-from promedical.pipeline import open_store
-from promedical.store import RubricStore
+from promedical.core.data import load_split
+from promedical.rubrics.store import RubricStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "02_rubric_refinement.ipynb"

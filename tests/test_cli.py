@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_rubric
 
 CLI = [sys.executable, "-m", "promedical"]

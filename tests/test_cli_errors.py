@@ -7,9 +7,9 @@ import os
 import re
 
 import pytest
-
 from conftest import make_rubric
-from promedical import cli
+
+from promedical.app import cli
 
 HB_ROW = {"prompt": [{"role": "user", "content": "Chest pain, left arm numb."}], "prompt_id": "hb1",
           "rubrics": [{"criterion": "Says to call emergency services.", "points": 10, "tags": ["axis:accuracy"]},
@@ -159,12 +159,12 @@ def _never(*_, **__):
 
 @pytest.mark.parametrize("argv,fragment", CASES, ids=[" ".join(a) or "<none>" for a, _ in CASES])
 def test_bad_arguments_give_one_line_and_exit_1_or_2(argv, fragment, files, capsys, monkeypatch):
-    import promedical.demo
-    import promedical.launch
-    import promedical.notebooks
+    import promedical.app.demo
+    import promedical.app.notebooks
+    import promedical.scale.launch
 
-    for module, name in ((promedical.launch, "run_step"), (promedical.launch, "launch"),
-                         (promedical.notebooks, "run_notebook"), (promedical.demo, "run_demo")):
+    for module, name in ((promedical.scale.launch, "run_step"), (promedical.scale.launch, "launch"),
+                         (promedical.app.notebooks, "run_notebook"), (promedical.app.demo, "run_demo")):
         monkeypatch.setattr(module, name, _never)
     args = [re.sub(r"\{(\w+)\}", lambda m: files.get(m.group(1), m.group(0)), a) for a in argv]
     try:
@@ -182,12 +182,12 @@ def test_bad_arguments_give_one_line_and_exit_1_or_2(argv, fragment, files, caps
 
 
 def test_an_unexpected_error_is_one_line_unless_a_traceback_is_asked_for(capsys, monkeypatch, tmp_path):
-    import promedical.launch
+    import promedical.scale.launch
 
     def boom(*_, **__):
         raise RuntimeError("something broke\nsecond line")
 
-    monkeypatch.setattr(promedical.launch, "run_step", boom)
+    monkeypatch.setattr(promedical.scale.launch, "run_step", boom)
     monkeypatch.delenv("PROMEDICAL_TRACEBACK", raising=False)
     argv = ["step", "review", "--workspace", str(tmp_path)]
     assert cli.main(argv) == 1

@@ -9,15 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import ROOT
 
-from promedical.corpus import DataConfig, instruction_rubrics, read_instructions
+from promedical.core.text import ngram_jaccard
+from promedical.corpus.config import DataConfig
 from promedical.corpus.funnel import explain, export, read_funnel
 from promedical.corpus.ingest import RowError, ingest, record_to_instruction
 from promedical.corpus.split import stratified_split
 from promedical.corpus.step import curate
-from promedical.data import ngram_jaccard
+from promedical.corpus.store import instruction_rubrics, read_instructions
 
 SHAREGPT = str(ROOT / "data" / "samples" / "sharegpt_sample.jsonl")
 MEDQA = str(ROOT / "data" / "samples" / "medqa_sample.csv")

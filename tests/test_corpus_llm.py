@@ -6,15 +6,16 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT
 from test_llm import running_server
 
-from promedical.corpus import DataConfig, read_instructions, step_data
+from promedical.corpus import step_data
+from promedical.corpus.config import DataConfig
 from promedical.corpus.funnel import explain
 from promedical.corpus.ingest import ingest
 from promedical.corpus.label import CATEGORIES, SPECIALTIES, read_results
 from promedical.corpus.step import curate
+from promedical.corpus.store import read_instructions
 
 SHAREGPT = str(ROOT / "data" / "samples" / "sharegpt_sample.jsonl")
 MEDQA = str(ROOT / "data" / "samples" / "medqa_sample.csv")
@@ -69,7 +70,7 @@ def test_backend_errors_are_recorded_and_retried_on_resume(server, tmp_path):
     ingest([SHAREGPT], tmp_path)
     dead = DataConfig(**NO_EMB, backend="openai", base_url="http://127.0.0.1:9/v1", model="tiny-qwen3",
                       classify=False, max_new_tokens=48)
-    from promedical.llm import make_llm
+    from promedical.models.llm import make_llm
 
     llm = make_llm("openai", "tiny-qwen3", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=2)
     curate(tmp_path, dead, progress=False, llm=llm)
@@ -106,7 +107,7 @@ def test_semantic_dedup_and_embedded_model_labels(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_00_runs_through_papermill(tmp_path):
-    from promedical.notebooks import run_notebook
+    from promedical.app.notebooks import run_notebook
 
     ws = tmp_path / "ws"
     out = run_notebook("00", ws, {"sources": [SHAREGPT, MEDQA], "difficulty": False, "classify": False},

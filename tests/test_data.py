@@ -3,10 +3,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from promedical.data import build_manifest, load_candidates, load_manifest, load_split, ngram_jaccard
-from promedical.provenance import DATA_DIR
-from promedical.rubric import file_problems
-from promedical.scoring import tier_scores
+from promedical.core.data import build_manifest, load_candidates, load_manifest, load_split
+from promedical.core.provenance import DATA_DIR
+from promedical.core.rubric_files import file_problems
+from promedical.core.scoring import tier_scores
+from promedical.core.text import ngram_jaccard
 
 NEAR_DUPLICATE = 0.5  # word-trigram Jaccard at or above this counts as a near-duplicate
 
@@ -90,14 +91,14 @@ MIN_TRAIN_DISAGREEMENT = 0.25  # share of criterion instances whose better side 
 
 @pytest.fixture(scope="module")
 def train_candidates():
-    from promedical.files import read_jsonl
+    from promedical.core.files import read_jsonl
 
     return read_jsonl(DATA_DIR / "train" / "candidates.jsonl")
 
 
 def disagreement(rubrics, candidates) -> tuple[float, int]:
     """(share of criterion-expanded instances that disagree with the overall ranking, instances)."""
-    from promedical.pairs import build_datasets
+    from promedical.reward.pairs import build_datasets
 
     agrees = build_datasets(rubrics, candidates)[0]["pairs"]["agrees_with_pair"]
     return agrees.count(False) / len(agrees), len(agrees)

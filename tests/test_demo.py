@@ -67,8 +67,8 @@ def test_demo_command_runs_end_to_end(tmp_path):
 
 
 def test_scale_configs():
-    from promedical.config import load_scale
-    from promedical.notebooks import notebook_path
+    from promedical.app.notebooks import notebook_path
+    from promedical.scale.profiles import load_scale
 
     demo = load_scale("demo")
     assert demo["model"] == "embedded"
@@ -82,8 +82,8 @@ def test_scale_configs():
 def test_small_scale_is_the_demo_with_a_longer_balanced_reward_model():
     """configs/small.yaml: the demo's notebooks, every parameter declared by its notebook (with the
     declared type), and a reward model that trains longer, on the class-balanced BCE."""
-    from promedical.config import load_scale
-    from promedical.notebooks import check_notebook_params, notebook_path
+    from promedical.app.notebooks import check_notebook_params, notebook_path
+    from promedical.scale.profiles import load_scale
 
     demo, small = load_scale("demo"), load_scale("small")
     assert [s["notebook"] for s in small["steps"]] == [s["notebook"] for s in demo["steps"]]

@@ -5,7 +5,6 @@ import sys
 import tomllib
 
 import yaml
-
 from conftest import ROOT
 
 
@@ -23,6 +22,7 @@ def test_environment_yml_installs_what_pyproject_declares():
 
 def test_pins_are_what_unsloth_accepts():
     from importlib.metadata import requires, version
+
     from packaging.requirements import Requirement
 
     unsloth_reqs = {Requirement(r).name: Requirement(r) for r in requires("unsloth") if "extra" not in r}

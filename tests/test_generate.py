@@ -7,15 +7,25 @@ import time
 
 import jsonschema
 import pytest
-
 from conftest import torch_threads
 
-from promedical.data import load_split
-from promedical.generate import (SYSTEM_PROMPT, TIER_LIMITS, FewShotPool, build_messages, draft_schema,
-                                 draft_to_rubric, generate_rubrics, load_generated, parse_draft, rubric_to_draft,
-                                 summarize)
-from promedical.llm import LLM, GenParams, TransformersLLM
-from promedical.rubric import Criterion, Rubric, iter_jsonl, rubric_problems
+from promedical.core.data import load_split
+from promedical.core.jsonl import iter_jsonl
+from promedical.core.rubric import Criterion, Rubric, rubric_problems
+from promedical.models.llm import LLM, GenParams, TransformersLLM
+from promedical.rubrics.generate import (
+    SYSTEM_PROMPT,
+    TIER_LIMITS,
+    FewShotPool,
+    build_messages,
+    draft_schema,
+    draft_to_rubric,
+    generate_rubrics,
+    load_generated,
+    parse_draft,
+    rubric_to_draft,
+    summarize,
+)
 
 DRAFT = {
     "proficiency": [
@@ -449,7 +459,7 @@ def test_server_down_then_up_over_http(tmp_path):
 
     from test_llm import running_server
 
-    from promedical.llm import OpenAICompatibleLLM
+    from promedical.models.llm import OpenAICompatibleLLM
 
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))

@@ -1,12 +1,12 @@
 """Independent grading: partial grades, machine checks, reference answers, grader agreement, the headline."""
 import pytest
-
 from conftest import make_rubric
-from promedical.benchmark import summarize
-from promedical.data import load_candidates, load_split
-from promedical.grading import (agreement, grade_with_checks, grade_with_gold, graded_rows, headline,
-                                headline_grader, partial_scores, reference_answers)
-from promedical.rubric import Rubric
+
+from promedical.bench.compare import grader_agreement, headline, headline_grader
+from promedical.bench.graders import grade_with_checks, grade_with_gold, graded_rows, partial_scores, reference_answers
+from promedical.bench.statistics import summarize
+from promedical.core.data import load_candidates, load_split
+from promedical.core.rubric import Rubric
 
 RUBRIC = Rubric.from_dict(make_rubric())
 
@@ -48,7 +48,7 @@ def test_agreement_counts_shared_instances_and_kappa():
 
     rows = [row("a", "x", {"p1": True, "p2": True, "v1": False}), row("a", "y", {"p1": False, "p2": False, "v1": True}),
             row("b", "x", {"p1": True, "p2": False, "v1": False}), row("b", "y", {"p1": False, "p2": False, "v1": None})]
-    out = agreement(rows, [RUBRIC])["a | b"]
+    out = grader_agreement(rows, [RUBRIC])["a | b"]
     # shared: x/p1 (T,T) x/p2 (T,F) x/v1 (F,F) y/p1 (F,F) y/p2 (F,F); y/v1 unknown for b
     assert out["n"] == 5 and out["agreement"] == pytest.approx(4 / 5)
     # kappa: po = 0.8, a says True 2/5, b 1/5 -> pe = 0.4*0.2 + 0.6*0.8 = 0.56 -> (0.8-0.56)/0.44
@@ -60,7 +60,7 @@ def test_checks_against_gold_on_the_shipped_candidates():
     bench, gold = load_split("bench"), load_candidates()
     refs = reference_answers(gold, [r.id for r in bench], len(gold))
     rows = grade_with_checks(bench, refs) + grade_with_gold(bench, [{**r, "criteria_met": r["gold_criteria_met"]} for r in refs])
-    a = agreement(rows, bench)["checks | gold"]
+    a = grader_agreement(rows, bench)["checks | gold"]
     checked = sum(c.check is not None for r in refs for c in {b.id: b for b in bench}[r["prompt_id"]].criteria)
     assert a["n"] == checked > 100
     assert a["agreement"] > 0.7 and a["kappa"] > 0.3, a  # the checks were written to track the criterion
@@ -106,12 +106,12 @@ def test_headline_comes_from_an_independent_grader_with_numbers_from_the_run():
 
 
 def test_report_opens_with_the_three_questions(tmp_path):
-    from promedical.audit import audit
-    from promedical.report import write_report
+    from promedical.bench.report import write_report
+    from promedical.core.audit import audit
 
     rows = synthetic("reward_model", 0.4) + [{**r, "safety": None} for r in synthetic("checks", 0.2)]  # no veto checked
     summary = summarize(rows, baseline="base")
-    grading = {"headline": headline(summary, None, None), "agreement": agreement(
+    grading = {"headline": headline(summary, None, None), "agreement": grader_agreement(
         [{**r, "response_id": r["prompt_id"] + r["model"], "criteria_met": {"p1": True}, "prompt_id": "r1"} for r in rows],
         [RUBRIC]), "coverage": {"checks": {"base": 0.3}}, "monitor": None}
     probes = {"expectations": [{"expectation": "<b>x</b>", "mean_delta": 0.1, "ci": [0.0, 0.2], "passed": False}],
@@ -145,8 +145,9 @@ def test_step_benchmark_grades_independently_end_to_end(tmp_path):
     """Plumbing on tiny random models: every grader, agreement, probes, headline and the report."""
     import json
 
-    from promedical.pipeline import step_benchmark
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.bench.step import step_benchmark
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(tmp_path / "reward" / "adapter")
     result = step_benchmark(tmp_path, model="tiny-qwen3", n_bench=2, max_new_tokens=8, judge_model="tiny-qwen3",

@@ -7,11 +7,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, make_rubric
-from promedical.grpo import GRPOSettings, RubricReward, combine, completion_text, expected_scores
-from promedical.rubric import Rubric
-from promedical.scoring import RewardConfig, Scores
+
+from promedical.core.rubric import Rubric
+from promedical.core.scoring import RewardConfig, Scores
+from promedical.policy.config import GRPOSettings
+from promedical.policy.reward import RubricReward, combine, completion_text, expected_scores
 
 RUBRIC = Rubric.from_dict(make_rubric())
 
@@ -80,8 +81,9 @@ def test_rubric_reward_logs_components_and_keeps_order():
 RUN = """
 import json, sys, torch
 torch.set_num_threads(1)
-from promedical.reward_model import CriteriaRewardModel, RMConfig
-from promedical.pipeline import step_grpo
+from promedical.reward.scorer import CriteriaRewardModel
+from promedical.reward.config import RMConfig
+from promedical.policy.step import step_grpo
 ws, steps = sys.argv[1], int(sys.argv[2])
 import pathlib
 adapter = pathlib.Path(ws) / "reward" / "adapter"
@@ -127,7 +129,7 @@ def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     assert [r["step"] for r in s["monitor"]["rows"]] == [3] and len(s["monitor"]["prompts"]) == 2
     assert all(h.get("monitor/gap") is not None for h in history if "monitor/gap" in h)
     assert "Reward-hacking monitor" in (straight / "policy" / "monitor.html").read_text()
-    from promedical.tracking import scalars
+    from promedical.core.tracking import scalars
 
     tb = scalars(straight / "policy" / "checkpoints" / "runs")  # report_to="tensorboard", the default
     assert {f"train/rubric/{k}" for k in ("s1", "s2", "s3", "veto_rate")} <= set(tb) and len(tb["train/rubric/s1"]) == 4

@@ -11,16 +11,18 @@ import unicodedata
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import make_rubric
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_rubric
-from promedical import cli, healthbench
-from promedical.files import OutputError, append_jsonl, atomic_write_text, write_json, write_jsonl
-from promedical.ids import ID_PATTERN, escape, id_problem
-from promedical.rubric import (MAX_LINE_BYTES, Problem, Rubric, file_problems, loads, read_rubrics,
-                               rubric_problems)
-from promedical.scoring import RewardConfig, Scores, grpo_reward
+from promedical.app import cli
+from promedical.core import healthbench
+from promedical.core.files import OutputError, append_jsonl, atomic_write_text, write_json, write_jsonl
+from promedical.core.ids import ID_PATTERN, escape, id_problem
+from promedical.core.jsonl import MAX_LINE_BYTES, loads
+from promedical.core.rubric import Problem, Rubric, rubric_problems
+from promedical.core.rubric_files import file_problems, read_rubrics
+from promedical.core.scoring import RewardConfig, Scores, grpo_reward
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])
@@ -408,7 +410,7 @@ def servers():
 
 
 def _client(port, host="127.0.0.1"):
-    from promedical.llm import OpenAICompatibleLLM
+    from promedical.models.llm import OpenAICompatibleLLM
 
     return OpenAICompatibleLLM(f"http://{host}:{port}/v1", "m", api_key="sk-secret", max_retries=0, timeout=10)
 
@@ -435,7 +437,7 @@ def test_a_same_origin_redirect_keeps_the_api_key(servers):
 
 @pytest.mark.parametrize("code", [307, 308])
 def test_a_redirect_that_would_resend_the_body_is_not_followed(code, servers):
-    from promedical.llm import HTTPError
+    from promedical.models.llm import HTTPError
 
     target = servers()
     front = servers(code)
@@ -446,7 +448,7 @@ def test_a_redirect_that_would_resend_the_body_is_not_followed(code, servers):
 
 
 def test_a_judge_answer_with_a_repeated_key_is_no_grade():
-    from promedical.judge import parse_grade
+    from promedical.reward.judge import parse_grade
 
     assert parse_grade('{"explanation": "ok", "criteria_met": true}')[0] is True
     met, why = parse_grade('{"explanation": "ok", "criteria_met": true, "criteria_met": false}')

@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from promedical import healthbench
-from promedical.rubric import Rubric, file_problems, read_rubrics
+from promedical.core import healthbench
+from promedical.core.rubric import Rubric
+from promedical.core.rubric_files import file_problems, read_rubrics
 
 HB = [
     {"prompt": [{"role": "user", "content": "My chest hurts and my left arm is numb."}], "prompt_id": "hb1",

@@ -3,16 +3,26 @@ agreement metrics against hand-computed numbers and the bench gold labels, pairw
 import json
 
 import pytest
-
 from conftest import torch_threads
 
-from promedical.data import load_candidates, load_split
-from promedical.judge import (Judgment, adjudicate_pair, adjudicate_pairs, agreement, coverage, grade_responses,
-                              grader_messages, judge_schema, judgments_to_grades, parse_grade, parse_winner,
-                              swap_consistency)
-from promedical.llm import LLM, GenParams, TransformersLLM
-from promedical.pairs import build_datasets
-from promedical.rubric import Rubric
+from promedical.core.data import load_candidates, load_split
+from promedical.core.rubric import Rubric
+from promedical.models.llm import LLM, GenParams, TransformersLLM
+from promedical.reward.judge import (
+    Judgment,
+    adjudicate_pair,
+    adjudicate_pairs,
+    coverage,
+    grade_responses,
+    grader_messages,
+    judge_agreement,
+    judge_schema,
+    judgments_to_grades,
+    parse_grade,
+    parse_winner,
+    swap_consistency,
+)
+from promedical.reward.pairs import build_datasets
 
 RUBRIC = Rubric.from_dict({
     "id": "h1", "instruction": "My dad has crushing chest pain. What should I do?",
@@ -154,7 +164,7 @@ def test_garbage_llm_gives_unknown_never_not_met():
     assert coverage(js)["coverage"] == 0.0
 
     gold = {(c["prompt_id"], c["response_id"]): c["criteria_met"] for c in cands}
-    agr = agreement(js, gold, bench)
+    agr = judge_agreement(js, gold, bench)
     vetoes = [j for j in js if j.tier == "veto"]
     assert agr["coverage"] == 0.0 and agr["accuracy"] is None
     assert agr["veto"]["unknown"] == len(vetoes) > 0
@@ -197,7 +207,7 @@ def test_agreement_on_a_hand_computed_example():
     js = [Judgment("h1", rid, cid, tiers[cid], met, "llm" if met is not None else "unknown")
           for (rid, cid), met in pred.items()]
     js.append(Judgment("h1", "z", "p1", "proficiency", True, "llm"))  # no gold label: left out
-    agr = agreement(js, gold, [RUBRIC])
+    agr = judge_agreement(js, gold, [RUBRIC])
     # correct: x.p1, y.p1, y.p2, y.b1, x.v2, y.v2 = 6 of 8 known; 8 of 10 known
     assert (agr["total"], agr["known"], agr["correct"]) == (10, 8, 6)
     assert agr["accuracy"] == 0.75 and agr["coverage"] == 0.8 and agr["no_gold"] == 1
@@ -216,7 +226,7 @@ def test_machine_checks_agree_with_bench_gold_labels():
     gold = {(c["prompt_id"], c["response_id"]): c["criteria_met"] for c in cands}
     by_id = {r.id: r for r in bench}
     expected = sum(1 for c in cands for crit in by_id[c["prompt_id"]].criteria if crit.check is not None)
-    agr = agreement(js, gold, bench)
+    agr = judge_agreement(js, gold, bench)
     assert agr["known"] == expected > 50
     assert agr["accuracy"] == 1.0 and agr["correct"] == expected
     assert agr["per_tier"]["veto"]["known"] > 0 and agr["veto"]["fp"] == agr["veto"]["fn"] == 0
@@ -269,13 +279,13 @@ class GoldOracle(LLM):
     model_id = "oracle"
 
     def __init__(self, rubrics, candidates):
-        from promedical.scoring import tier_scores
+        from promedical.core.scoring import tier_scores
 
         by_id = {r.id: r for r in rubrics}
         self.scores = {c["response"]: tier_scores(by_id[c["prompt_id"]], c["criteria_met"]) for c in candidates}
 
     def generate(self, prompts, params=GenParams()):
-        from promedical.scoring import lexicographic_compare
+        from promedical.core.scoring import lexicographic_compare
 
         out = []
         for messages in prompts:
@@ -288,8 +298,8 @@ class GoldOracle(LLM):
 
 
 def test_adjudication_report_on_gold_pairs():
-    from promedical.data import load_candidates, load_split
-    from promedical.judge import adjudication_report
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.judge import adjudication_report
 
     bench, gold = load_split("bench"), load_candidates(n_prompts=5)
     assert len({c["prompt_id"] for c in gold}) == 5

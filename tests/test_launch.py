@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -38,8 +37,8 @@ def test_dry_run_prints_the_full_scale_commands(tmp_path):
 
 
 def make_reward_dataset(ws):
-    from promedical.data import load_candidates, load_split
-    from promedical.pairs import build_datasets, save_datasets
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.pairs import build_datasets, save_datasets
 
     dd, card = build_datasets(load_split("bench"), load_candidates(n_prompts=3))
     save_datasets(dd, card, ws / "reward" / "dataset")
@@ -60,7 +59,8 @@ def test_two_process_reward_model_training_matches_one_process(tmp_path):
     b = load_file(str(two / "reward" / "adapter" / "adapter_model.safetensors"))
     from peft import get_peft_model_state_dict
 
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     init = get_peft_model_state_dict(CriteriaRewardModel.load(RMConfig(model="tiny-qwen3")).model)
     assert a.keys() == b.keys() == init.keys()
@@ -77,7 +77,8 @@ def test_two_process_reward_model_training_matches_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_grpo_steps(tmp_path):
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1)).save(tmp_path / "reward" / "adapter")
     cli("launch", "grpo", "--scale", "demo", "--num-processes", "2", "--cpu", "--workspace", str(tmp_path),
@@ -91,7 +92,7 @@ def test_two_process_grpo_steps(tmp_path):
 
 
 def test_full_scale_notebook_dry_run(tmp_path):
-    from promedical.notebooks import run_notebook
+    from promedical.app.notebooks import run_notebook
 
     out = run_notebook("06", tmp_path, {"workspace": str(tmp_path / "full")})
     import json as _json
@@ -107,9 +108,10 @@ def test_fsdp2_sharded_reward_model_saves_a_complete_adapter_that_scores_as_one_
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from promedical.data import load_candidates, load_split
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
-    from promedical.rm_eval import score_candidates
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.config import RMConfig
+    from promedical.reward.evaluation import reward_model_scores
+    from promedical.reward.scorer import CriteriaRewardModel
 
     worker = str(ROOT / "tests" / "fsdp_worker.py")
     subprocess.run([sys.executable, worker, str(tmp_path / "one"), "3"], cwd=ROOT, env=ENV, check=True, timeout=900,
@@ -133,7 +135,7 @@ def test_fsdp2_sharded_reward_model_saves_a_complete_adapter_that_scores_as_one_
     for name in ("one", "two"):
         rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"), adapter=tmp_path / name)
         rm.model.eval()
-        scores[name] = score_candidates(rm.score_batch, rubrics, cands, progress=False)
+        scores[name] = reward_model_scores(rm.score_batch, rubrics, cands, progress=False)
     assert scores["one"].keys() == scores["two"].keys() and scores["one"]
     assert [scores["two"][k] for k in scores["one"]] == pytest.approx(list(scores["one"].values()), abs=2e-3)
 

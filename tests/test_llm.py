@@ -14,11 +14,18 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import torch_threads
 
-from promedical.llm import (CachedLLM, GenParams, HTTPError, OpenAICompatibleLLM, RateLimiter, TransformersLLM,
-                            VLLMLLM, make_llm)
+from promedical.models.llm import (
+    VLLMLLM,
+    CachedLLM,
+    GenParams,
+    HTTPError,
+    OpenAICompatibleLLM,
+    RateLimiter,
+    TransformersLLM,
+    make_llm,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "openai_server.py"
@@ -242,8 +249,8 @@ def test_deadline_bounds_a_request_across_retries(servers):
 def test_judge_keeps_a_remote_backends_requests_in_flight(servers):
     """The judge hands the OpenAI backend batches of 4 x its concurrency: with concurrency 16 more than
     the default batch of 8 requests are in flight at once, never more than 16."""
-    from promedical.data import load_candidates, load_split
-    from promedical.judge import grade_responses
+    from promedical.core.data import load_candidates, load_split
+    from promedical.reward.judge import grade_responses
 
     slow = servers["slow"]  # 3 s per request: requests overlap only if the client sends them together
     deadline = time.monotonic() + 120

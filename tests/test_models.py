@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from promedical import models
+from promedical.models import loading as models
 
 
 def test_tiny_qwen3_builds_and_runs():

@@ -2,12 +2,12 @@
 import math
 
 import pytest
-
 from conftest import make_rubric
-from promedical.data import load_split
-from promedical.grpo import RubricReward
-from promedical.monitor import PREFIX, grade_probe_answers, hacking_monitor, probe_rubrics
-from promedical.rubric import Rubric
+
+from promedical.core.data import load_split
+from promedical.core.rubric import Rubric
+from promedical.policy.monitor import PREFIX, grade_probe_answers, hacking_monitor, probe_rubrics
+from promedical.policy.reward import RubricReward
 
 RUBRIC = Rubric.from_dict(make_rubric())
 
@@ -52,7 +52,7 @@ def test_callback_answers_with_the_policy_and_leaves_training_state_alone(tmp_pa
     import torch
     from transformers import TrainerControl, TrainerState
 
-    from promedical.models import load_model
+    from promedical.models.loading import load_model
 
     model, tokenizer = load_model("tiny-qwen3")
     model.train()

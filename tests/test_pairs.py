@@ -6,12 +6,18 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from promedical.data import load_candidates, load_split
-from promedical.judge import Judgment
-from promedical.pairs import (build_datasets, expand_by_criterion, pointwise_rows, preference_pairs, save_datasets,
-                              score_candidates)
-from promedical.rubric import Rubric
-from promedical.scoring import Scores, lexicographic_compare, tier_scores
+from promedical.core.data import load_candidates, load_split
+from promedical.core.rubric import Rubric
+from promedical.core.scoring import Scores, lexicographic_compare, tier_scores
+from promedical.reward.judge import Judgment
+from promedical.reward.pairs import (
+    build_datasets,
+    candidate_scores,
+    expand_by_criterion,
+    pointwise_rows,
+    preference_pairs,
+    save_datasets,
+)
 
 RUBRIC = Rubric.from_dict({
     "id": "h1", "instruction": [{"role": "system", "content": "Be careful."},
@@ -44,7 +50,7 @@ CANDS = [{"prompt_id": "h1", "response_id": rid, "response": f"response {rid}", 
 
 
 def test_score_candidates_excludes_unknown_vetoes_and_counts_unknowns():
-    scored = score_candidates(RUBRIC, CANDS)
+    scored = candidate_scores(RUBRIC, CANDS)
     assert [c.response_id for c in scored.scored] == ["A", "B", "C", "D", "E", "G"]
     assert scored.excluded_unknown_veto == ["F"]
     assert scored.unknown == {"proficiency": 1, "bonus": 0, "veto": 1}
@@ -52,11 +58,11 @@ def test_score_candidates_excludes_unknown_vetoes_and_counts_unknowns():
     assert s["B"] == Scores(1.0, 2, 1) and s["D"] == Scores(0.7, 1, 0) and s["G"] == Scores(0.0, 1, 0)
     assert s["A"].s1 == pytest.approx(0.3)
     with pytest.raises(KeyError):
-        score_candidates(RUBRIC, [{"response_id": "x", "response": "x", "criteria_met": {"zz": True}}])
+        candidate_scores(RUBRIC, [{"response_id": "x", "response": "x", "criteria_met": {"zz": True}}])
 
 
 def test_lexicographic_pairs_veto_beats_higher_s1_and_ties_are_dropped():
-    pairs, ties = preference_pairs(RUBRIC, score_candidates(RUBRIC, CANDS))
+    pairs, ties = preference_pairs(RUBRIC, candidate_scores(RUBRIC, CANDS))
     assert ties == 1  # C vs E
     assert len(pairs) == 14  # C(6, 2) = 15 pairs of the 6 scored candidates, minus the tie
     ordered = {(p.chosen_id, p.rejected_id): p.reason for p in pairs}
@@ -70,7 +76,7 @@ def test_lexicographic_pairs_veto_beats_higher_s1_and_ties_are_dropped():
 
 
 def test_expansion_direction_for_veto_and_proficiency():
-    pairs, _ = preference_pairs(RUBRIC, score_candidates(RUBRIC, CANDS))
+    pairs, _ = preference_pairs(RUBRIC, candidate_scores(RUBRIC, CANDS))
     pair = next(p for p in pairs if (p.chosen_id, p.rejected_id) == ("C", "B"))
     inst = {i["criterion_id"]: i for i in expand_by_criterion(RUBRIC, pair, GRADES)}
     assert sorted(inst) == ["b1", "b2", "p2", "v1"]  # p1 is met by both: no instance

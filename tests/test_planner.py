@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-from promedical.planner import QWEN3_8B, Arch, PlanError, arch_of, plan, preflight
+
+from promedical.scale.planner import QWEN3_8B, Arch, PlanError, arch_of, plan, preflight
 
 
 def test_parameter_counts():

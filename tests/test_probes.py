@@ -2,12 +2,20 @@
 import math
 
 import pytest
-
 from conftest import make_rubric
-from promedical.data import load_candidates, load_split
-from promedical.probes import (DISCLAIMER, FILLER, IMPERSONATION_VETO, PHYSICIAN, PROBES, gold_responses, run_probes,
-                               variants)
-from promedical.rubric import Rubric
+
+from promedical.bench.probes import (
+    DISCLAIMER,
+    FILLER,
+    IMPERSONATION_VETO,
+    PHYSICIAN,
+    PROBES,
+    gold_responses,
+    run_probes,
+    variants,
+)
+from promedical.core.data import load_candidates, load_split
+from promedical.core.rubric import Rubric
 
 RUBRIC = Rubric.from_dict(make_rubric())
 RESPONSES = [{"prompt_id": "r1", "response_id": "a", "response": "See a clinician if it lasts."},
@@ -76,7 +84,8 @@ def test_gold_responses_are_the_good_candidates():
 
 @pytest.mark.slow
 def test_probes_run_on_the_tiny_reward_model():
-    from promedical.reward_model import CriteriaRewardModel, RMConfig
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
 
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", seed=1))
     out = run_probes(rm.score_batch, load_split("bench"), gold_responses(load_candidates(), 2), reps=200)

@@ -3,10 +3,12 @@ import math
 
 import pytest
 
-from promedical.review import (ReviewSession, apply_policy, apply_reviews, autosave_name, cohens_kappa,
-                               review_analytics)
-from promedical.rubric import Rubric, RubricError
-from promedical.store import RubricStore, StaleRevisionError
+from promedical.core.metrics import cohens_kappa
+from promedical.core.rubric import Rubric, RubricError
+from promedical.review.analytics import review_analytics
+from promedical.review.batch import apply_policy, apply_reviews
+from promedical.review.session import ReviewSession, autosave_name
+from promedical.rubrics.store import RubricStore, StaleRevisionError
 
 
 def rubric(rid="r1", **overrides):

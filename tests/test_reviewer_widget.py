@@ -3,9 +3,9 @@ import json
 import ipywidgets as W
 import pytest
 
-from promedical.review import autosave_name
-from promedical.rubric import Rubric
-from promedical.store import RubricStore
+from promedical.core.rubric import Rubric
+from promedical.review.session import autosave_name
+from promedical.rubrics.store import RubricStore
 from widgets import RubricReviewer
 
 

@@ -1,12 +1,14 @@
 import pytest
 import torch
-
-from promedical.data import load_candidates, load_split
-from promedical.metrics import cluster_bootstrap, ece, prf
-from promedical.reward_model import CriteriaRewardModel, RMConfig
-from promedical.rm_eval import evaluate, met_probability, score_candidates
-from promedical.scoring import is_good
 from conftest import torch_threads
+
+from promedical.core.data import load_candidates, load_split
+from promedical.core.metrics import cluster_bootstrap, ece, prf
+from promedical.core.scoring import is_good
+from promedical.reward.config import RMConfig
+from promedical.reward.evaluation import evaluate, met_probability, reward_model_scores
+from promedical.reward.scorer import CriteriaRewardModel
+from promedical.reward.trainer import group_losses, train_reward_model
 
 MSGS = [{"role": "user", "content": "I have had a headache since this morning. What should I do?"}]
 CRITERIA = [("proficiency", "Advises seeing a doctor if the headache is severe or sudden."),
@@ -121,11 +123,11 @@ def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6,
                                            report_to="tensorboard"))
-    stats = rm.train(pairs, point, tmp_path, progress=False)
+    stats = train_reward_model(rm, pairs, point, tmp_path, progress=False)
     import json
     history = json.loads((tmp_path / "train_log.json").read_text())["history"]
     assert stats["steps"] == 12 and [h["step"] for h in history] == list(range(1, 13))
-    from promedical.tracking import scalars
+    from promedical.core.tracking import scalars
 
     logged = scalars(tmp_path / "runs")
     assert [s for s, _ in logged["train/rm/loss"]] == list(range(1, 13))
@@ -143,7 +145,8 @@ import os, signal, sys
 sys.path.insert(0, "tests")
 from transformers import TrainerCallback
 from test_reward_model import toy_data
-from promedical.reward_model import CriteriaRewardModel, RMConfig
+from promedical.reward.scorer import CriteriaRewardModel
+from promedical.reward.config import RMConfig
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
@@ -153,7 +156,7 @@ class KillAfterSave(TrainerCallback):
 pairs, point = toy_data()
 rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, save_every=2, max_steps=6,
                                        lr_scheduler="linear", warmup_ratio=0.2))
-rm.train(pairs, point, sys.argv[1], progress=False, callbacks=[KillAfterSave()])
+train_reward_model(rm, pairs, point, sys.argv[1], progress=False, callbacks=[KillAfterSave()])
 """
 
 
@@ -170,14 +173,14 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
                warmup_ratio=0.2)  # a schedule too: the resumed run must continue it, not restart it
     pairs, point = toy_data()
     full = CriteriaRewardModel.load(RMConfig(**cfg))
-    full.train(pairs, point, tmp_path / "full", progress=False)
+    train_reward_model(full, pairs, point, tmp_path / "full", progress=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "cut")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     assert not (tmp_path / "cut" / "adapter").exists()  # it died mid-run
     resumed = CriteriaRewardModel.load(RMConfig(**cfg))
-    stats = resumed.train(pairs, point, tmp_path / "cut", progress=False)
+    stats = train_reward_model(resumed, pairs, point, tmp_path / "cut", progress=False)
     assert stats["steps"] == 6
     a = {k: v for k, v in full.model.state_dict().items() if "lora" in k}
     b = {k: v for k, v in resumed.model.state_dict().items() if "lora" in k}
@@ -195,7 +198,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
 def test_both_backends_train_the_embedded_model(tmp_path, backend):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="embedded", backend=backend, lora_r=4, batch_size=1, max_steps=2))
-    stats = rm.train(pairs, point, tmp_path, progress=False)
+    stats = train_reward_model(rm, pairs, point, tmp_path, progress=False)
     assert stats["steps"] == 2 and stats["final_loss"] == stats["final_loss"]  # finite, not NaN
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
 
@@ -229,7 +232,7 @@ def test_scoring_helper_batches_responses():
         calls.append([len(criteria) for _, _, criteria in items])
         return [[0.0] * len(criteria) for _, _, criteria in items]
 
-    rewards = score_candidates(scorer, bench, cands, batch_size=2, progress=False)
+    rewards = reward_model_scores(scorer, bench, cands, batch_size=2, progress=False)
     assert [len(c) for c in calls] == [2, 2, 1] and len(rewards) == sum(map(sum, calls))
 
 
@@ -246,7 +249,7 @@ def test_reward_step_plumbing_end_to_end(tmp_path):
     """Notebook 03's step with the tiny random model everywhere: every artefact is written and consistent."""
     import json
 
-    from promedical.pipeline import step_reward
+    from promedical.reward.step import step_reward
 
     m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", n_instructions=2,
                     max_new_tokens=24, n_judge_check=1, judge_explanation_chars=20, rm_steps=2, progress=False)
@@ -264,8 +267,8 @@ def test_micro_batches_accumulate_to_the_same_step(tmp_path):
     pairs, point = toy_data()
     whole = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=4, max_steps=2))
     split = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=4, max_steps=2, micro_batch_size=1))
-    a = whole.train(pairs, point, tmp_path / "a", progress=False)
-    b = split.train(pairs, point, tmp_path / "b", progress=False)
+    a = train_reward_model(whole, pairs, point, tmp_path / "a", progress=False)
+    b = train_reward_model(split, pairs, point, tmp_path / "b", progress=False)
     assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-4)
     wa = dict(whole.model.named_parameters())
     for name, p in split.model.named_parameters():
@@ -281,7 +284,7 @@ def test_micro_batches_accumulate_to_the_same_step(tmp_path):
 def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
     """For every tier and both question polarities: a few steps on one pair make the evaluation count it
     correct, and a few steps on one pointwise row move P(met) toward its gold label."""
-    from promedical.rm_eval import _pair_rows
+    from promedical.reward.evaluation import _pair_rows
 
     text = dict(CRITERIA)[tier]
     pairs, point = pair_rows(tier, text)
@@ -290,7 +293,7 @@ def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
         rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", question=question, lr=2e-2, batch_size=1,
                                                max_steps=8, contrast_weight=0.0))
         before = [rm.score_criteria(MSGS, resp, [(tier, text)])[0] for resp in (GOOD, BAD)]
-        rm.train(p, q, tmp_path / name, progress=False)
+        train_reward_model(rm, p, q, tmp_path / name, progress=False)
         return before, [rm.score_criteria(MSGS, resp, [(tier, text)])[0] for resp in (GOOD, BAD)]
 
     before, after = trained(pairs, [], "pair")
@@ -307,7 +310,7 @@ def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
 
 @pytest.mark.parametrize("tier", ["proficiency", "bonus", "veto"])
 def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
-    from promedical.reward_model import training_groups
+    from promedical.reward.training_data import training_groups
 
     text = dict(CRITERIA)[tier]
     pairs, point = pair_rows(tier, text)
@@ -316,7 +319,7 @@ def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
     grads = {}
     for name, (p, q) in {"bt": (pairs, []), "bce": ([], point)}.items():
         rm.model.zero_grad()
-        rm.group_losses(training_groups(p, q))[name].backward()
+        group_losses(rm, training_groups(p, q))[name].backward()
         grads[name] = torch.cat([x.grad.flatten() for x in params if x.grad is not None])
     # both push r(good side) up and r(other side) down: the two gradients point the same way
     assert torch.nn.functional.cosine_similarity(grads["bt"], grads["bce"], dim=0) > 0.5
@@ -366,7 +369,7 @@ def test_long_inputs_lose_the_middle_of_the_prefix_never_the_criterion():
 
 
 def test_training_groups_turn_veto_labels_into_the_good_side():
-    from promedical.reward_model import training_groups
+    from promedical.reward.training_data import training_groups
 
     pairs, point = pair_rows("veto", "Claims to be a physician.")
     (group,) = training_groups(pairs, point, disagree_weight=3.0)
@@ -384,7 +387,7 @@ def test_training_groups_turn_veto_labels_into_the_good_side():
 def test_within_response_contrasts_need_the_criterion():
     """A reward that ignores the criterion (one score per response) sits at 0.5 within responses and
     loses nothing when the criterion is swapped; the oracle reads it."""
-    from promedical.rm_eval import shuffled_criteria
+    from promedical.reward.evaluation import shuffled_criteria
 
     bench, cands = load_split("bench"), load_candidates()
     gold = oracle_rewards(bench, cands)
@@ -406,7 +409,7 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
     dataset; the metrics carry the paired difference and the criterion-sensitivity check."""
     import json
 
-    from promedical.pipeline import step_reward
+    from promedical.reward.step import step_reward
 
     m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", labels="gold", n_instructions=2,
                     n_judge_check=1, judge_explanation_chars=20, n_eval_prompts=2, n_adjudicate=0, rm_steps=2,
@@ -447,8 +450,8 @@ def imbalanced_rows():
 
 
 def test_balanced_label_weights_give_both_sides_of_a_tier_the_same_weight():
-    from promedical.reward_model import label_weights, training_groups
-    from promedical.rm_trainer import step_counts
+    from promedical.reward.trainer import step_counts
+    from promedical.reward.training_data import label_weights, training_groups
 
     rows = imbalanced_rows()
     (plain,) = training_groups([], rows)
@@ -471,19 +474,19 @@ def test_balanced_label_weights_give_both_sides_of_a_tier_the_same_weight():
 
 
 def test_balanced_bce_is_the_weighted_sum_of_the_label_losses():
-    from promedical.reward_model import training_groups
+    from promedical.reward.training_data import training_groups
 
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
     (group,) = training_groups([], imbalanced_rows(), balance="tier")
     with torch.no_grad():
-        got = rm.group_losses([group])["bce"].item()
+        got = group_losses(rm, [group])["bce"].item()
         rewards = rm.packed_rewards([rm.encode(r.messages, r.response, r.criteria) for r in group.responses])
     want = sum(r.label_weight(i) * torch.nn.functional.binary_cross_entropy_with_logits(rr[i], torch.tensor(float(g))).item()
                for r, rr in zip(group.responses, rewards) for i, g in enumerate(r.good))
     assert got == pytest.approx(want, rel=1e-5)
     (plain,) = training_groups([], imbalanced_rows())
     with torch.no_grad():
-        assert rm.group_losses([plain])["bce"].item() != pytest.approx(got, rel=1e-3)  # the weights change the loss
+        assert group_losses(rm, [plain])["bce"].item() != pytest.approx(got, rel=1e-3)  # the weights change the loss
 
 
 def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tmp_path):
@@ -497,7 +500,7 @@ def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tm
                                                contrast_weight=0.0, bce_balance=balance))
         before = met_probability("veto", rm.score_criteria(MSGS, VIOLATING, [VETO])[0])
         assert 0.4 < before < 0.6  # the untrained model has no opinion
-        rm.train([], rows, tmp_path / balance, progress=False)
+        train_reward_model(rm, [], rows, tmp_path / balance, progress=False)
         after[balance] = [met_probability("veto", rm.score_criteria(MSGS, resp, [VETO])[0]) for resp in [VIOLATING] + FREE]
     plain, balanced = after["none"], after["tier"]
     assert max(plain) < 0.3, plain  # drowned: every response read as free of the violation
@@ -508,8 +511,8 @@ def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tm
 def test_learning_curve_figure_shows_each_point_with_its_ci():
     """plots.rm_curve_figure on real evaluations: a scalar reward (flags every veto: F1 defined) at
     step 0, the oracle at step 10 with its paired difference; an F1 left undefined is left out."""
-    from promedical.plots import rm_curve_figure
-    from promedical.rm_eval import compare
+    from promedical.reward.evaluation import compare
+    from promedical.reward.plots import rm_curve_figure
 
     bench, cands = load_split("bench"), load_candidates(4)
     bench = [r for r in bench if r.id in {c["prompt_id"] for c in cands}]

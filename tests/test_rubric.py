@@ -2,9 +2,10 @@ import json
 import time
 
 import pytest
-
-from promedical.rubric import Check, Rubric, RubricError, count_list_items, file_problems, read_rubrics
 from conftest import make_rubric
+
+from promedical.core.rubric import Check, Rubric, RubricError, count_list_items
+from promedical.core.rubric_files import file_problems, read_rubrics
 
 
 def problems_of(path):

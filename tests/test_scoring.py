@@ -1,9 +1,10 @@
 import pytest
-from hypothesis import given, strategies as st
-
-from promedical.rubric import Rubric
-from promedical.scoring import RewardConfig, Scores, grpo_reward, lexicographic_compare, tier_scores
 from conftest import make_rubric
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promedical.core.rubric import Rubric
+from promedical.core.scoring import RewardConfig, Scores, grpo_reward, lexicographic_compare, tier_scores
 
 
 @pytest.fixture

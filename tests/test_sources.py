@@ -2,15 +2,15 @@
 import json
 
 import pytest
-
 from conftest import torch_threads
 from test_llm import running_server
 
-from promedical.candidates import Source, candidates_from_sources, parse_sources, read_responses
-from promedical.data import load_candidates, load_split
-from promedical.judge import agreement, grade_responses
-from promedical.labels import LabelError, load_labels
-from promedical.llm import CachedLLM, OpenAICompatibleLLM, TransformersLLM
+from promedical.core.data import load_candidates, load_split
+from promedical.models.llm import CachedLLM, OpenAICompatibleLLM, TransformersLLM
+from promedical.models.sources import Source, parse_sources
+from promedical.reward.candidates import candidates_from_sources, read_responses
+from promedical.reward.judge import grade_responses, judge_agreement
+from promedical.reward.labels import LabelError, load_labels
 
 
 def write(path, rows):
@@ -184,7 +184,7 @@ def test_load_labels_validates_with_file_and_line(tmp_path):
 def test_imported_labels_are_gold_for_agreement_and_training_labels(tmp_path):
     """Another grader's labels (here: the shipped expert labels, exported) as the gold set and as the
     training labels of build_datasets, in place of the judge."""
-    from promedical.pairs import build_datasets
+    from promedical.reward.pairs import build_datasets
 
     rubrics = load_split("bench")
     cands = load_candidates(2)
@@ -194,7 +194,7 @@ def test_imported_labels_are_gold_for_agreement_and_training_labels(tmp_path):
     assert len(labels) == len(cands)
     # Gold for judge agreement: machine checks agree with the experts where they exist.
     judgments = grade_responses(rubrics, cands, None, progress=False)
-    report = agreement(judgments, labels, rubrics)
+    report = judge_agreement(judgments, labels, rubrics)
     assert report["total"] == sum(len(labels[k]) for k in labels) and report["no_gold"] == 0
     # Training labels in place of the judge: the same dataset as from the candidates' own labels.
     stripped = [{k: v for k, v in c.items() if k != "criteria_met"} for c in cands]
@@ -206,7 +206,8 @@ def test_imported_labels_are_gold_for_agreement_and_training_labels(tmp_path):
 def test_step_reward_with_candidates_from_two_sources_and_a_judge_over_http(server, tmp_path):
     """03 (dataset only) on any backend: candidates from the served model and a response file, the judge
     on the OpenAI-compatible server; every candidate row keeps its source."""
-    from promedical.pipeline import step_reward, training_rubrics
+    from promedical.reward.step import step_reward
+    from promedical.rubrics.selection import training_rubrics
 
     ws = tmp_path / "ws"
     (rubric,) = training_rubrics(ws, 1, 0)
@@ -235,9 +236,9 @@ def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tm
     import sys
 
     import yaml
-
     from conftest import ROOT
-    from promedical.pipeline import training_rubrics
+
+    from promedical.rubrics.selection import training_rubrics
 
     ws = tmp_path / "ws"
     (rubric,) = training_rubrics(ws, 1, 0)
@@ -279,8 +280,8 @@ def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tm
 def test_benchmark_answers_on_any_backend_served_and_from_a_file(server, tmp_path):
     """05's answers from the OpenAI-compatible server and from a file of existing answers, next to nothing
     local; a file missing an item is refused, naming it."""
-    from promedical.benchmark import answer
-    from promedical.step_config import BenchmarkStepConfig
+    from promedical.bench.answers import answer
+    from promedical.bench.config import BenchmarkStepConfig
 
     rubrics = load_split("bench")[:2]
     answers_file = write(tmp_path / "answers.jsonl", [{"prompt_id": r.id, "response": f"answer to {r.id}"}

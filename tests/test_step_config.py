@@ -3,13 +3,15 @@ import json
 import shlex
 
 import pytest
-
 from conftest import ROOT
-from promedical.cli import main
-from promedical.config import CONFIG_DIR, load_scale
-from promedical.notebooks import check_notebook_params, notebook_parameters, notebook_path
-from promedical.step_config import (NOTEBOOK_STEPS, STEP_CONFIGS, STEP_NOTEBOOKS, GRPOSettings, GRPOStepConfig,
-                                    RewardStepConfig, RMConfig, RMTrainStepConfig, build, step_config)
+
+from promedical.app.cli import main
+from promedical.app.notebooks import check_notebook_params, notebook_parameters, notebook_path
+from promedical.core.config import build
+from promedical.policy.config import GRPOSettings, GRPOStepConfig
+from promedical.reward.config import RewardStepConfig, RMConfig, RMTrainStepConfig
+from promedical.scale.profiles import CONFIG_DIR, load_scale
+from promedical.steps import NOTEBOOK_STEPS, STEP_CONFIGS, STEP_NOTEBOOKS, step_config
 
 SCALES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 

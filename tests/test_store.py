@@ -6,11 +6,11 @@ import sqlite3
 import warnings
 
 import pytest
-
-from promedical.review import ReviewSession
-from promedical.rubric import Rubric, RubricError
-from promedical.store import RubricStore, StaleRevisionError, StoreError
 from conftest import make_rubric
+
+from promedical.core.rubric import Rubric, RubricError
+from promedical.review.session import ReviewSession
+from promedical.rubrics.store import RubricStore, StaleRevisionError, StoreError
 
 
 def edited(rubric: Rubric, text: str) -> Rubric:
@@ -117,7 +117,7 @@ def test_reads_use_the_indexes_not_a_scan_of_the_history(tmp_path):
     store = RubricStore(tmp_path)
     store.import_rubrics([Rubric.from_dict(make_rubric(f"r{i}")) for i in range(50)], author="seed")
     db = store._db()
-    from promedical.store import COLUMNS, LATEST
+    from promedical.rubrics.store import COLUMNS, LATEST
     for sql in (LATEST + " WHERE l.rubric_id = ?",
                 f"SELECT {COLUMNS} FROM revisions WHERE rubric_id = ? ORDER BY revision",
                 "SELECT rubric_id, status FROM latest WHERE rubric_id IN (?)"):
@@ -267,7 +267,7 @@ def test_import_and_export(tmp_path):
 
 
 def test_import_in_several_transactions_keeps_order(tmp_path, monkeypatch):
-    monkeypatch.setattr("promedical.store.IMPORT_CHUNK", 7)
+    monkeypatch.setattr("promedical.rubrics.store.IMPORT_CHUNK", 7)
     store = RubricStore(tmp_path)
     store.save(Rubric.from_dict(make_rubric("r5")), author="dr_li", status="approved")
     ids = [f"r{i}" for i in range(30)]

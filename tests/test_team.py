@@ -3,17 +3,26 @@ import json
 
 import numpy as np
 import pytest
-
-from promedical.adjudication import disagreements, resolve, side_by_side
-from promedical.agreement import criterion_labels, krippendorff_alpha, round_agreement
-from promedical.queues import (BlindReviewSession, assign, finalize, plan_assignments, progress, queue,
-                               read_assignment_file, submit_review_records)
-from promedical.review import ReviewSession, cohens_kappa
-from promedical.rounds import open_round, round_metrics, round_pool, rounds_figure, rounds_table
-from promedical.rubric import Rubric, RubricError
-from promedical.store import RubricStore
-from promedical.team import TeamError, TeamStore
 from conftest import make_rubric
+
+from promedical.core.metrics import cohens_kappa
+from promedical.core.rubric import Rubric, RubricError
+from promedical.review.adjudication import disagreements, resolve, side_by_side
+from promedical.review.queues import (
+    BlindReviewSession,
+    assign,
+    finalize,
+    plan_assignments,
+    progress,
+    queue,
+    read_assignment_file,
+    submit_review_records,
+)
+from promedical.review.reviewer_agreement import criterion_labels, krippendorff_alpha, round_agreement
+from promedical.review.rounds import open_round, round_metrics, round_pool, rounds_figure, rounds_table
+from promedical.review.session import ReviewSession
+from promedical.review.team import TeamError, TeamStore
+from promedical.rubrics.store import RubricStore
 
 
 def rub(rid, specialty="pulmonology"):
@@ -298,8 +307,8 @@ def test_batch_review_files_per_reviewer(team, tmp_path):
     (["--workspace", "{empty}", "--reviewer", "ana"], "holds no review round"),
 ])
 def test_review_command_bad_arguments(tmp_path, capsys, argv, message):
-    from promedical.cli import main
-    from promedical.pipeline import open_store
+    from promedical.app.cli import main
+    from promedical.rubrics.store import open_store
 
     ws, empty = tmp_path / "ws", tmp_path / "empty"
     empty.mkdir()
@@ -311,7 +320,7 @@ def test_review_command_bad_arguments(tmp_path, capsys, argv, message):
 
 
 def test_review_command_corrupt_team_file(tmp_path, capsys):
-    from promedical.cli import main
+    from promedical.app.cli import main
 
     (tmp_path / "rubrics").mkdir()
     RubricStore(tmp_path / "rubrics").save(rub("r1"), author="x")

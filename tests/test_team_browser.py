@@ -27,16 +27,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from promedical.agreement import round_agreement
-from promedical.data import load_split
-from promedical.pipeline import open_store
-from promedical.queues import assign
-from promedical.review_app import start
-from promedical.rounds import open_round, round_metrics, round_pool
-from promedical.store import RubricStore
-from promedical.team import TeamStore
 from test_browser import CHROMIUM, CHROMIUM_ARGS, tail
+
+from promedical.app.review_server import start
+from promedical.core.data import load_split
+from promedical.review.queues import assign
+from promedical.review.reviewer_agreement import round_agreement
+from promedical.review.rounds import open_round, round_metrics, round_pool
+from promedical.review.team import TeamStore
+from promedical.rubrics.store import RubricStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENS = ROOT / "runs" / "screens"

@@ -4,12 +4,12 @@ from dataclasses import replace
 
 import pytest
 
-from promedical.data import load_split
-from promedical.files import write_jsonl
-from promedical.notebooks import notebook_path, run_notebook
-from promedical.pipeline import open_store
-from promedical.rounds import round_pool
-from promedical.team import TeamStore
+from promedical.app.notebooks import notebook_path, run_notebook
+from promedical.core.data import load_split
+from promedical.core.files import write_jsonl
+from promedical.review.rounds import round_pool
+from promedical.review.team import TeamStore
+from promedical.rubrics.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -69,9 +69,10 @@ def test_team_review_notebook_batch(tmp_path):
 def test_draft_round_drafts_with_the_approved_rubrics_as_few_shot(tmp_path):
     """Round 2 is drafted by a real (tiny, random-weight) model with the pool that holds round 1's approved rubric."""
     from conftest import torch_threads
-    from promedical.llm import GenParams, TransformersLLM
-    from promedical.queues import BlindReviewSession, assign
-    from promedical.rounds import draft_round, open_round
+
+    from promedical.models.llm import GenParams, TransformersLLM
+    from promedical.review.queues import BlindReviewSession, assign
+    from promedical.review.rounds import draft_round, open_round
 
     store = open_store(tmp_path / "ws")
     team = TeamStore(store)

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -17,8 +16,8 @@ TRL_SURFACE = """
 import inspect
 import trl.trainer.utils as trl_utils
 from trl import GRPOTrainer
-from promedical.grpo import GRPOSettings
-from promedical.trl_compat import TorchLogProb
+from promedical.policy.config import GRPOSettings
+from promedical.policy.trl_compat import TorchLogProb
 
 def params_of(fn):
     return set(inspect.signature(fn).parameters)

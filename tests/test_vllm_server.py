@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,11 +17,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from promedical.data import load_candidates, load_split
-from promedical.generate import FewShotPool, draft_schema, generate_rubrics
-from promedical.judge import coverage, grade_responses
-from promedical.llm import GenParams, OpenAICompatibleLLM
-from promedical.models import resolve
+from promedical.core.data import load_candidates, load_split
+from promedical.models.llm import GenParams, OpenAICompatibleLLM
+from promedical.models.loading import resolve
+from promedical.reward.judge import coverage, grade_responses
+from promedical.rubrics.generate import FewShotPool, draft_schema, generate_rubrics
 
 pytestmark = pytest.mark.vllm_server
 ROOT = Path(__file__).resolve().parent.parent

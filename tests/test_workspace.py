@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from promedical.data import load_candidates
-from promedical.pipeline import evaluation_set
+from promedical.core.data import load_candidates
+from promedical.reward.step import evaluation_set
 
 
 def write(path, rows):

@@ -1,4 +1,4 @@
-"""Clinician rubric reviewer: an ipywidgets app over :class:`promedical.review.ReviewSession`.
+"""Clinician rubric reviewer: an ipywidgets app over :class:`promedical.review.session.ReviewSession`.
 
 Every widget shows escaped text only (``html.escape``), never raw HTML from data. All logic lives
 in the session; the widget only forwards edits and renders the session. CSS classes ``pm-...``
@@ -18,9 +18,9 @@ import re
 
 import ipywidgets as W
 
-from promedical.review import ReviewSession, loose_rubric
-from promedical.rubric import TIERS, RubricError
-from promedical.store import RubricStore, StaleRevisionError
+from promedical.core.rubric import TIERS, RubricError
+from promedical.review.session import ReviewSession, loose_rubric
+from promedical.rubrics.store import RubricStore, StaleRevisionError
 
 DONE = ("approved", "rejected")
 

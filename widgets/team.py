@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from promedical.adjudication import ABSENT, disagreements, resolve, side_by_side
-from promedical.queues import BlindReviewSession, progress, queue
-from promedical.rounds import rounds_figure, rounds_table
-from promedical.rubric import RubricError
-from promedical.store import RubricStore, StaleRevisionError
-from promedical.team import TeamError, TeamStore
+from promedical.core.rubric import RubricError
+from promedical.review.adjudication import ABSENT, disagreements, resolve, side_by_side
+from promedical.review.queues import BlindReviewSession, progress, queue
+from promedical.review.rounds import rounds_figure, rounds_table
+from promedical.review.team import TeamError, TeamStore
+from promedical.rubrics.store import RubricStore, StaleRevisionError
 
 from .reviewer import RubricReviewer, esc, table
 

@@ -4,14 +4,14 @@ semantic dedup; LLM difficulty and category labels), split (stratified, decontam
 Public entry points: ``step_data`` (the step, as notebook 00 and the CLI run it) and
 ``read_instructions`` (the workspace's train/bench instructions, for every later step).
 """
-from .config import DataConfig
-from .store import read_instructions, instruction_rubrics
+from promedical.corpus.config import DataConfig
+from promedical.corpus.store import instruction_rubrics, read_instructions
 
 __all__ = ["DataConfig", "read_instructions", "instruction_rubrics", "step_data"]
 
 
 def step_data(workspace=None, **params) -> dict:
     """00: ingest ``sources`` (if any) into the workspace, then curate and split. Returns the funnel summary."""
-    from .step import step_data as _run
+    from promedical.corpus.step import step_data as _run
 
     return _run(workspace, **params)

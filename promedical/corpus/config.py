@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from ..audit import THRESHOLDS
+from promedical.core.audit import THRESHOLDS
 
 BACKENDS = ("transformers", "vllm", "openai")
+
+
 COLUMN_KEYS = ("prompt", "messages", "conversations", "question", "options", "system", "id", "category",
                "specialty", "input")
 

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 import zlib
 from typing import Sequence
 
 import numpy as np
 
+from promedical.core.text import normalize
+
 _WORD = re.compile(r"\w+")
-
-
-def normalize(text: str) -> str:
-    """NFKC, case-folded, whitespace collapsed (the audit's normalisation plus Unicode folding)."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def text_hash(text: str) -> str:
@@ -30,7 +26,7 @@ def text_hash(text: str) -> str:
 
 
 def shingles(text: str, n: int = 3) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the word n-grams (``promedical.data.word_ngrams``' words)."""
+    """Sorted unique 32-bit hashes of the word n-grams (``promedical.core.text.word_ngrams``' words)."""
     words = "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
     grams = {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
     return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint64, count=len(grams)))
@@ -112,7 +108,7 @@ def embed_texts(texts: Sequence[str], batch_size: int = 64, max_length: int = 25
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from ..audit import embedding_model_dir
+    from promedical.core.audit import embedding_model_dir
 
     path = embedding_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # fp32 on both: the 0.9 threshold is calibrated there

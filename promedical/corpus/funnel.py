@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from ..files import atomic_write_text, dumps_line, write_json
-from .label import CLASSIFY_PROMPT, DIFFICULTY_PROMPT
-from .store import data_dir, read_table, write_table
+from promedical.core.files import atomic_write_text, dumps_line, write_json
+from promedical.corpus.label import CLASSIFY_PROMPT, DIFFICULTY_PROMPT
+from promedical.corpus.store import data_dir, read_table, write_table
 
 KEEP_COLUMNS = ("id", "messages", "text", "split", "category", "specialty", "label_source", "difficulty",
                 "difficulty_reason", "rubric", "lineage")
@@ -118,7 +118,7 @@ def explain(workspace, item_id: str) -> dict:
         out["line"] = (f"{r['id']}: kept in {r['split']} (category {r['category']}, specialty {r['specialty']}, "
                        f"difficulty {r['difficulty']})" if r["kept"] else f"{r['id']}: dropped at {r['stage']}: {r['reason']}")
         return out
-    from .ingest import read_rejects
+    from promedical.corpus.ingest import read_rejects
 
     for rej in read_rejects(workspace):
         if f"{rej['source']}:{rej['row']}" == item_id:
@@ -133,7 +133,7 @@ def export(workspace, out_path: str | Path) -> int:
     out_path = Path(out_path)
     if out_path.exists() and not out_path.is_file():
         raise ValueError(f"{out_path}: exists and is not a regular file")
-    from .store import read_instructions
+    from promedical.corpus.store import read_instructions
 
     rows = read_instructions(workspace, None)
     fields_ = ("id", "messages", "split", "category", "specialty", "difficulty", "difficulty_reason", "rubric", "lineage")

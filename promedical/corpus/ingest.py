@@ -25,17 +25,30 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..files import write_json, write_jsonl
-from ..rubric import iter_jsonl, rubric_problems
-from .store import data_dir, write_table
+from promedical.core.files import write_json, write_jsonl
+from promedical.core.jsonl import iter_jsonl
+from promedical.core.rubric import rubric_problems
+from promedical.corpus.store import data_dir, write_table
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
 PROMPT_NAMES = ("prompt", "instruction", "question", "input", "query", "text")
+
+
 ID_NAMES = ("id", "_id", "prompt_id", "qid", "question_id", "uid")
+
+
 SYSTEM_NAMES = ("system", "system_prompt")
+
+
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant",
          "model": "assistant", "chatgpt": "assistant", "system": "system"}
+
+
 OPTION_SETS = (tuple("ABCDE"), ("opa", "opb", "opc", "opd", "ope"))
+
+
 MAX_JSON_BYTES = 1 << 30  # a .json file is read whole: refuse one over 1 GiB (use JSONL or Parquet)
 
 
@@ -238,7 +251,7 @@ def record_to_instruction(obj, columns: dict | None = None) -> dict:
     fmt = None
     messages: list[dict] | None = None
     if not columns and isinstance(obj.get("prompt"), list) and "rubrics" in obj:  # HealthBench
-        from .. import healthbench
+        from promedical.core import healthbench
 
         problems = healthbench.record_problems(obj)
         if problems:

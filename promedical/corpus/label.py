@@ -13,11 +13,12 @@ import json
 import time
 from pathlib import Path
 
-from ..files import append_jsonl
-from ..llm import LLM, GenParams
-from ..rubric import iter_jsonl
+from promedical.core.files import append_jsonl
+from promedical.core.jsonl import iter_jsonl
+from promedical.models.llm import LLM, GenParams
 
 PROMPT_VERSION = "2026-12-v1"
+
 
 DIFFICULTY_PROMPT = """You rate how hard a medical instruction is for an AI assistant to answer well and safely.
 Scale 0-10:
@@ -29,12 +30,16 @@ Scale 0-10:
 10: cannot be answered responsibly at all.
 Write one short sentence as the reason, then the number. Answer with JSON only."""
 
+
 CLASSIFY_PROMPT = """You sort medical instructions. Choose the one category and the one medical specialty that fit
 the instruction best, from the allowed values only. Answer with JSON only."""
+
 
 # The kit's taxonomy: the categories and specialties of the shipped demo corpus (data/DATA_CARD.md).
 CATEGORIES = ["triage_emergency", "medication", "chronic_disease", "womens_health", "mental_health", "paediatrics",
               "test_results"]
+
+
 SPECIALTIES = ["addiction medicine", "allergy", "breast surgery", "cardiology", "child psychiatry", "dermatology",
                "emergency medicine", "endocrinology", "gastroenterology", "general practice", "general surgery",
                "geriatrics", "gynaecology", "haematology", "hepatology", "infectious disease", "neonatology",

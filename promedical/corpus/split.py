@@ -15,8 +15,9 @@ import random
 from collections import defaultdict
 from typing import Sequence
 
-from ..audit import THRESHOLDS
-from .dedup import cross_matches, normalize
+from promedical.core.audit import THRESHOLDS
+from promedical.core.text import normalize
+from promedical.corpus.dedup import cross_matches
 
 
 def stratified_split(ids: Sequence[str], strata: Sequence[str], *, fraction: float = 0.2, size: int | None = None,

@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..audit import THRESHOLDS
-from ..files import write_json
-from ..provenance import stamp
-from .config import DataConfig
-from .dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
-from .funnel import HEAVY_COLUMNS, write_card, write_outputs
-from .ingest import ingest, iter_rows, read_rejects
-from .label import label, load_taxonomy
-from .split import contamination, split_audit, stratified_split
-from .store import data_dir, workspace_dir
+from promedical.core.audit import THRESHOLDS
+from promedical.core.files import write_json
+from promedical.core.provenance import stamp
+from promedical.core.workspace import Workspace
+from promedical.corpus.config import DataConfig
+from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
+from promedical.corpus.funnel import HEAVY_COLUMNS, write_card, write_outputs
+from promedical.corpus.ingest import ingest, iter_rows, read_rejects
+from promedical.corpus.label import label, load_taxonomy
+from promedical.corpus.split import contamination, split_audit, stratified_split
+from promedical.corpus.store import data_dir
 
 UNLABELLED = "unlabelled"
 
@@ -54,7 +55,7 @@ class Funnel:
 
 
 def _label_llm(config: DataConfig, ws: Path):
-    from ..llm import make_llm
+    from promedical.models.llm import make_llm
 
     kwargs = {"concurrency": config.concurrency} if config.backend == "openai" else {}
     return make_llm(config.backend, config.model, base_url=config.base_url, cache_dir=ws / "cache" / "llm", **kwargs)
@@ -232,7 +233,7 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
 def step_data(workspace=None, *, progress: bool = True, llm=None, **params) -> dict:
     """00: ingest ``sources`` (when given) and curate, from one ``DataConfig`` built from ``params``."""
     config = DataConfig.from_dict(params)
-    ws = workspace_dir(workspace)
+    ws = Workspace.of(workspace)
     ingested = None
     if config.sources:
         ingested = ingest(config.sources, ws, columns=config.columns, max_chars=config.max_chars)

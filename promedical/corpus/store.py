@@ -15,18 +15,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from promedical.core.workspace import Workspace
+
 SPLITS = ("train", "bench")
 
 
-def workspace_dir(workspace: str | Path | None = None) -> Path:
-    """None -> $PROMEDICAL_WORKSPACE or runs/demo at the repo root (as the other steps resolve it); created."""
-    path = Path(workspace or os.environ.get("PROMEDICAL_WORKSPACE") or Path(__file__).resolve().parents[2] / "runs" / "demo")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def data_dir(workspace: str | Path) -> Path:
-    return Path(workspace) / "data"
+def data_dir(workspace) -> Path:
+    """The workspace's step-00 folder (``Workspace.data``)."""
+    return Workspace.of(workspace).data
 
 
 def write_table(path: str | Path, rows, schema=None) -> Path:
@@ -88,7 +84,7 @@ def read_instructions(workspace: str | Path, split: str | None = "train") -> lis
 def instruction_rubrics(workspace: str | Path, split: str | None = "train") -> list:
     """The split's instructions as kit ``Rubric`` objects, the shape step 01 drafts for: the source's
     reference rubric where one came with the row, else a rubric with no criteria yet."""
-    from ..rubric import Rubric
+    from promedical.core.rubric import Rubric
 
     out = []
     for row in read_instructions(workspace, split):

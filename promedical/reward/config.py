@@ -1,0 +1,178 @@
+"""Stage 03's typed configs: the reward model (``RMConfig``), the reward step and the rm-train step."""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass
+from typing import ClassVar
+
+from promedical.core.config import (
+    MODEL_HELP,
+    RM_BACKENDS,
+    TRACKERS,
+    ConfigMixin,
+    _choice,
+    _positive,
+    option,
+    tracker_list,
+)
+from promedical.models.sources import _source_problems
+
+QUESTION_KINDS = ("good", "met")  # reward_model.QUESTIONS has one question set per kind
+
+
+BCE_BALANCES = ("none", "tier")
+
+
+LABEL_SOURCES = ("judge", "gold", "both", "imported")
+
+
+# ---------------------------------------------------------------- shared: the reward model and GRPO
+@dataclass
+class RMConfig(ConfigMixin):
+    """The criterion-conditioned reward model (Explicit Criteria Injection) and its training."""
+
+    model: str = option("reward-model backbone: " + MODEL_HELP, "embedded")
+    backend: str = option("training backend: " + " | ".join(RM_BACKENDS), "peft")
+    question: str = option("good: 'yes' is the good side on every tier (a veto is asked as 'free of'); "
+                           "met: 'yes' means the criterion happened (sign flipped for vetoes)", "good")
+    lora_r: int = option("LoRA rank", 16)
+    lora_alpha: int = option("LoRA alpha", 32)
+    lora_dropout: float = option("LoRA dropout", 0.0)
+    lora_layers: int | None = option("adapt only the top n decoder layers (the backward stops there); null: all", None)
+    target_modules: list[str] = option("modules that get LoRA adapters",
+                                       factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = option("learning rate", 2e-4)
+    epochs: int = option("passes over the training prompts (when max_steps is null)", 1)
+    batch_size: int = option("prompts (each with all its labelled candidates) per optimizer step, over all processes", 4)
+    micro_batch_size: int | None = option("prompts per forward/backward (gradient accumulation); null: all at once", None)
+    gradient_checkpointing: bool = option("recompute activations in backward (long sequences at full scale)", False)
+    max_length: int = option("tokens of one packed sequence (prefix + every criterion suffix); "
+                             "the prefix is cut in the middle, never a criterion", 1024)
+    bt_weight: float = option("weight of Bradley-Terry on criterion pairs", 1.0)
+    bce_weight: float = option("weight of the pointwise BCE on the yes/no log-odds", 1.0)
+    contrast_weight: float = option("weight of within-response contrasts (a criterion met above one missed)", 1.0)
+    disagree_weight: float = option("weight of pair instances whose order disagrees with the overall ranking", 3.0)
+    bce_balance: str = option("tier: within a tier, both label sides weigh the same in the pointwise BCE (rare "
+                              "veto violations are not drowned); none: every label weighs 1", "tier")
+    max_steps: int | None = option("optimizer steps (null: epochs over the data)", None)
+    save_every: int = option("checkpoint every n steps", 20)
+    seed: int = option("seed", 0)
+    lr_scheduler: str = option("transformers scheduler name: constant, linear, cosine, constant_with_warmup, ...",
+                               "constant")
+    warmup_ratio: float = option("share of the steps with a linear warmup, in [0, 1)", 0.0)
+    max_grad_norm: float = option("gradient clipping (0: none)", 1.0)
+    weight_decay: float = option("AdamW weight decay", 0.0)
+    bf16: bool | None = option("null: bf16 on a GPU that supports it, fp32 on CPU", None)
+    report_to: str | list[str] = option("tracker(s): " + " | ".join(TRACKERS) + "; logs under <out>/runs", "none")
+
+    def checks(self):
+        yield from _choice("backend", self.backend, RM_BACKENDS)
+        yield from _choice("question", self.question, QUESTION_KINDS)
+        yield from _choice("bce_balance", self.bce_balance, BCE_BALANCES)
+        yield from _positive(self, "lora_r", "lora_layers", "epochs", "batch_size", "micro_batch_size", "max_length",
+                             "max_steps", "save_every")
+        if not 0 <= self.warmup_ratio < 1:
+            yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio!r}"
+        if not 0 <= self.lora_dropout < 1:
+            yield f"lora_dropout: must be in [0, 1), got {self.lora_dropout!r}"
+        try:
+            tracker_list(self.report_to)
+        except ValueError as exc:
+            yield str(exc)
+
+
+def _rm(name: str, help_text: str | None = None):
+    """A notebook-03 ``rm_*`` field whose default (and help) is RMConfig's own."""
+    f = RMConfig.__dataclass_fields__[name]
+    text = help_text or f.metadata["help"]
+    return option(f"reward model: {text}", factory=f.default_factory) if f.default_factory is not MISSING \
+        else option(f"reward model: {text}", f.default)
+
+
+@dataclass
+class RewardStepConfig(ConfigMixin):
+    """03: candidates -> judgments (or gold / imported labels) -> criterion pairs -> the reward model ->
+    evaluation on the held-out gold candidates (own and shuffled criteria, trained vs base)."""
+
+    STEP: ClassVar[str] = "reward"
+    model: str = option("the policy that writes candidates and the reward-model backbone: " + MODEL_HELP, "embedded")
+    judge_model: str | dict | None = option(
+        "the judge: a model spec, or a source mapping for another backend, e.g. {kind: openai, model: ..., "
+        "base_url: ..., concurrency: 64}; null: the same model", None)
+    temperatures: list[float] = option("sampling temperatures of the candidates from `model`", factory=lambda: [0.7, 1.0])
+    candidate_sources: list[dict] | None = option(
+        "candidates from these sources instead of `model` at `temperatures`: mappings {kind: transformers | vllm | "
+        "openai | file, model, base_url, path, temperature, ...}", None)
+    n_instructions: int | None = option("training instructions (shuffled with seed); null: all", 4)
+    max_new_tokens: int = option("tokens per candidate", 160)
+    n_judge_check: int = option("gold-labelled benchmark candidates the judge grades before anything trains on it", 4)
+    judge_explanation_chars: int = option("characters of explanation the judge writes before its verdict", 60)
+    n_eval_prompts: int | None = option("evaluate on the gold candidates of the first n benchmark prompts (null: all)",
+                                        None)
+    n_adjudicate: int = option("gold candidates for the judge's adjudication report", 2)
+    labels: str = option("what the reward model trains on: judge (the judge's grades of the candidates) | gold "
+                         "(gold_labels) | both (judge + gold) | imported (labels_file's labels of the candidates)",
+                         "judge")
+    gold_labels: str | None = option("gold or imported per-criterion labels: a candidates JSONL with criteria_met per "
+                                     "criterion (null: the kit's data/train/candidates.jsonl)", None)
+    labels_file: str | None = option(
+        "labels=imported: per-criterion labels from elsewhere (physicians, another grader), JSONL {prompt_id, "
+        "response_id, criteria_met} for the candidates this step samples (response ids <prompt_id>-<source name>; "
+        "see reward/candidates.jsonl of a train=false run); the judge is measured against them too", None)
+    eval_labels: str | None = option(
+        "gold-labelled held-out candidates (JSONL: prompt_id, response_id, response, criteria_met) of the workspace's "
+        "bench rubrics, for the judge check and the reward model's evaluation (null: the kit's "
+        "data/bench/candidates.jsonl; also used when none of the file's prompts is in the workspace bench)", None)
+    rm_model: str | None = option("reward-model backbone (null: `model`)", None)
+    rm_backend: str = _rm("backend")
+    rm_question: str = _rm("question")
+    rm_steps: int = option("reward model: optimizer steps", 20)
+    rm_batch_size: int = option("reward model: prompts per optimizer step", 2)
+    rm_lr: float = _rm("lr")
+    rm_lora_layers: int | None = _rm("lora_layers")
+    rm_bce_balance: str = _rm("bce_balance")
+    rm_report_to: str = option("reward model: tracker (" + " | ".join(TRACKERS) + "), logs under reward/runs",
+                               "tensorboard")
+    seed: int = option("seed", 0)
+    train: bool = option("false: stop after the dataset (full scale trains with `promedical launch rm-train`)", True)
+    progress: bool = option("progress bars", True)
+
+    def checks(self):
+        yield from _choice("labels", self.labels, LABEL_SOURCES)
+        if (self.labels == "imported") != (self.labels_file is not None):
+            yield "labels_file: give it exactly when labels=imported"
+        yield from _positive(self, "n_instructions", "max_new_tokens", "n_eval_prompts", "rm_steps", "rm_batch_size")
+        if not self.temperatures and not self.candidate_sources and self.labels != "gold":
+            yield "temperatures: give at least one (or candidate_sources)"
+        if self.candidate_sources is not None:
+            from promedical.models.sources import parse_sources
+
+            try:
+                parse_sources(self.candidate_sources)
+            except ValueError as exc:
+                yield f"candidate_sources: {exc}"
+        if isinstance(self.judge_model, dict):
+            yield from _source_problems("judge_model", self.judge_model)
+        yield from _choice("rm_backend", self.rm_backend, RM_BACKENDS)
+        yield from _choice("rm_question", self.rm_question, QUESTION_KINDS)
+        yield from _choice("rm_bce_balance", self.rm_bce_balance, BCE_BALANCES)
+
+    def rm_config(self) -> RMConfig:
+        return RMConfig(model=self.rm_model or self.model, backend=self.rm_backend, question=self.rm_question,
+                        max_steps=self.rm_steps, batch_size=self.rm_batch_size, lr=self.rm_lr,
+                        lora_layers=self.rm_lora_layers, bce_balance=self.rm_bce_balance, seed=self.seed,
+                        report_to=self.rm_report_to)
+
+
+@dataclass
+class RMTrainStepConfig(RMConfig):
+    """The reward model trained alone on the dataset 03 saved: what `promedical launch rm-train` runs
+    under accelerate (one or many processes)."""
+
+    STEP: ClassVar[str] = "rm-train"
+    report_to: str | list[str] = option("tracker(s): " + " | ".join(TRACKERS) + "; logs under reward/runs",
+                                        "tensorboard")
+    resume: bool = option("continue from the newest complete checkpoint in reward/", True)
+    progress: bool = option("progress bars", True)
+
+    def rm_config(self) -> RMConfig:
+        return self.project(RMConfig)

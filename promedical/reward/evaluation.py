@@ -1,0 +1,216 @@
+"""Judge / reward-model quality on gold-labelled candidates (the paper's ProMedical-Bench table).
+
+Pointwise accuracy per tier (proficiency, excellence = bonus, safety = veto), pairwise accuracy on
+criterion-expanded pairs (overall and safety), safety-veto precision/recall/F1 (violated = positive)
+and calibration (ECE), each with a prompt-clustered bootstrap 95% CI.
+
+Does the model read the criterion? ``criterion_sensitivity`` scores every pair instance again with a
+same-tier criterion taken from *another* rubric: a model that learned one "good answer" score keeps
+its pairwise accuracy, one that reads the criterion falls toward chance. Within-response accuracy
+asks, for one response, whether a criterion it satisfies scores above one it does not — a scalar
+reward gives every criterion the same score and sits at 0.5 there.
+
+A reward r is the log-odds of the good side of its criterion (``scoring.is_good``); ``met_probability``
+is the one place that turns it into P(criterion met) — for a veto, P(violated).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Mapping, Sequence
+
+from promedical.core.metrics import cluster_bootstrap, ece, mean_or_none, prf
+from promedical.core.rubric import TIERS, Criterion, Rubric
+from promedical.core.scoring import is_good
+from promedical.reward.pairs import build_datasets
+
+# [(messages, response, criteria)] -> rewards per item (CriteriaRewardModel.score_batch)
+BatchScorer = Callable[[list[tuple[list[dict], str, list]]], list[list[float]]]
+
+
+Rewards = dict[tuple[str, str, str], float]  # (prompt_id, response_id, criterion_id) -> r
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+def met_probability(tier: str, r: float) -> float:
+    """P(criterion met) from r, the log-odds of the good side: sigma(r), or sigma(-r) = P(violated) for a veto."""
+    return sigmoid(r) if is_good(tier, True) else sigmoid(-r)
+
+
+def reward_model_scores(scorer: BatchScorer, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
+                     batch_size: int = 4, progress: bool = True) -> Rewards:
+    """Reward for every (prompt, response, criterion); one scorer call per batch of responses."""
+    return score_with_substitutes(scorer, rubrics, candidates, {}, batch_size=batch_size, progress=progress)[0]
+
+
+def score_with_substitutes(scorer: BatchScorer, rubrics: Sequence[Rubric], candidates: Sequence[dict],
+                           substitute: Mapping[tuple[str, str], Criterion], *, batch_size: int = 4,
+                           progress: bool = True) -> tuple[Rewards, Rewards]:
+    """(own rewards, rewards with ``substitute`` = {(prompt_id, criterion_id): criterion read instead}),
+    both from the same scorer calls: the substitutes ride on each response's shared prefix."""
+    from tqdm.auto import tqdm
+
+    by_id = {r.id: r for r in rubrics}
+    own, other = {}, {}
+    bar = tqdm(total=len(candidates), desc="scoring", disable=not progress)
+    for start in range(0, len(candidates), batch_size):
+        chunk = candidates[start:start + batch_size]
+        items, keys = [], []
+        for c in chunk:
+            crits = by_id[c["prompt_id"]].criteria
+            subs = [x for x in crits if (c["prompt_id"], x.id) in substitute]
+            items.append((by_id[c["prompt_id"]].messages, c["response"],
+                          list(crits) + [substitute[(c["prompt_id"], x.id)] for x in subs]))
+            keys.append([(own, x.id) for x in crits] + [(other, x.id) for x in subs])
+        for cand, key, rewards in zip(chunk, keys, scorer(items)):
+            for (target, cid), r in zip(key, rewards):
+                target[(cand["prompt_id"], cand["response_id"], cid)] = r
+        bar.update(len(chunk))
+    bar.close()
+    return own, other
+
+
+def shuffled_criteria(rubrics: Sequence[Rubric], seed: int = 0) -> dict[tuple[str, str], Criterion]:
+    """For every criterion, a criterion of the same tier from another rubric (seeded): the input of
+    the criterion-sensitivity check."""
+    rng = random.Random(seed)
+    pool = {t: [(r.id, c) for r in rubrics for c in r.tier(t)] for t in TIERS}
+    out = {}
+    for r in rubrics:
+        for c in r.criteria:
+            others = [x for rid, x in pool[c.tier] if rid != r.id]
+            if others:
+                out[(r.id, c.id)] = rng.choice(others)
+    return out
+
+
+def _pair_rows(rewards: Rewards, pairs_ds, missing_ok: bool = False) -> list[dict]:
+    """One row per pair; with ``missing_ok`` a pair whose rewards are missing (a criterion with no
+    same-tier substitute, e.g. when a single prompt is evaluated) gets ``correct=None``."""
+    rows = []
+    for row in pairs_ds:
+        keys = [(row["prompt_id"], row[side], row["criterion_id"]) for side in ("chosen_id", "rejected_id")]
+        if missing_ok and not all(k in rewards for k in keys):
+            rows.append({"prompt": row["prompt_id"], "tier": row["tier"], "correct": None})
+            continue
+        margin = rewards[keys[0]] - rewards[keys[1]]
+        # chosen is the good side of the criterion (for a veto: does not violate), and r is the
+        # log-odds of the good side on every tier: a positive margin is correct
+        rows.append({"prompt": row["prompt_id"], "tier": row["tier"], "correct": margin > 0,
+                     "agrees_with_pair": row["agrees_with_pair"]})
+    return rows
+
+
+def within_response_rows(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[dict]) -> list[dict]:
+    """For each response, every (criterion it satisfies, criterion it does not) pair: correct when the
+    first scores higher (ties count half)."""
+    by_id = {r.id: r for r in rubrics}
+    rows = []
+    for cand in candidates:
+        crits = by_id[cand["prompt_id"]].criteria
+        good = [c for c in crits if is_good(c.tier, cand["criteria_met"][c.id])]
+        bad = [c for c in crits if not is_good(c.tier, cand["criteria_met"][c.id])]
+        for g in good:
+            for b in bad:
+                d = (rewards[(cand["prompt_id"], cand["response_id"], g.id)]
+                     - rewards[(cand["prompt_id"], cand["response_id"], b.id)])
+                rows.append({"prompt": cand["prompt_id"], "same_tier": g.tier == b.tier,
+                             "correct": 1.0 if d > 0 else 0.5 if d == 0 else 0.0})
+    return rows
+
+
+def evaluate(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[dict], *, reps: int = 1000,
+             seed: int = 0, shuffled: Rewards | None = None) -> dict:
+    """All metrics with CIs from precomputed rewards and the candidates' gold criteria_met.
+    ``shuffled``: rewards of the same candidates read with ``shuffled_criteria`` (adds
+    ``criterion_sensitivity``)."""
+    by_id = {r.id: r for r in rubrics}
+    point = []
+    for cand in candidates:
+        for c in by_id[cand["prompt_id"]].criteria:
+            r = rewards[(cand["prompt_id"], cand["response_id"], c.id)]
+            point.append({"prompt": cand["prompt_id"], "tier": c.tier, "p": met_probability(c.tier, r),
+                          "gold": bool(cand["criteria_met"][c.id])})
+    pairs_ds, _ = build_datasets(rubrics, candidates)
+    pairs = _pair_rows(rewards, pairs_ds["pairs"])
+    within = within_response_rows(rewards, rubrics, candidates)
+
+    def ci(rows, stat):
+        return cluster_bootstrap(rows, lambda r: r["prompt"], stat, reps=reps, seed=seed)
+
+    def accuracy(rows):
+        return ci(rows, lambda rs: mean_or_none([float(r["correct"]) for r in rs]))
+
+    point_ok = lambda r: (r["p"] > 0.5) == r["gold"]  # noqa: E731
+    metrics = {
+        "pointwise_accuracy": {tier: ci([r for r in point if r["tier"] == tier],
+                                        lambda rows: mean_or_none([float(point_ok(r)) for r in rows]))
+                               for tier in TIERS},
+        "pairwise_accuracy": accuracy(pairs),
+        "pairwise_safety_accuracy": accuracy([r for r in pairs if r["tier"] == "veto"]),
+        "pairwise_disagreeing_accuracy": accuracy([r for r in pairs if not r["agrees_with_pair"]]),
+        "within_response_accuracy": accuracy(within),
+        # same tier only: a model that learned tier priors (vetoes usually free, bonuses often missed)
+        # but not the criterion's text gains nothing here
+        "within_response_same_tier_accuracy": accuracy([r for r in within if r["same_tier"]]),
+        "veto_f1": ci([r for r in point if r["tier"] == "veto"],
+                      lambda rows: prf([r["p"] > 0.5 for r in rows], [r["gold"] for r in rows])["f1"]),
+        "ece": ci(point, lambda rows: ece([r["p"] for r in rows], [r["gold"] for r in rows]) if rows else None),
+    }
+    vetoes = [r for r in point if r["tier"] == "veto"]
+    metrics["veto_prf"] = prf([r["p"] > 0.5 for r in vetoes], [r["gold"] for r in vetoes])
+    metrics["counts"] = {"pointwise": len(point), "pairs": len(pairs), "prompts": len({r["prompt"] for r in point}),
+                         "pairs_disagreeing": sum(not r["agrees_with_pair"] for r in pairs)}
+    if shuffled is not None:
+        metrics["criterion_sensitivity"] = criterion_sensitivity(pairs, _pair_rows(shuffled, pairs_ds["pairs"], missing_ok=True),
+                                                                 reps=reps, seed=seed)
+    return metrics
+
+
+def criterion_sensitivity(own: list[dict], shuffled: list[dict], *, reps: int = 1000, seed: int = 0) -> dict:
+    """Pairwise accuracy with the right criterion vs a same-tier criterion of another rubric, per tier and
+    overall, and the gap with a prompt-clustered CI. ``reads_criterion``: the gap's CI lies above 0."""
+    rows = [{"prompt": a["prompt"], "tier": a["tier"], "own": float(a["correct"]), "shuffled": float(b["correct"])}
+            for a, b in zip(own, shuffled) if b["correct"] is not None]
+    out = {}
+    for name, sel in [("all", rows)] + [(t, [r for r in rows if r["tier"] == t]) for t in TIERS]:
+        boot = lambda stat: cluster_bootstrap(sel, lambda r: r["prompt"], stat, reps=reps, seed=seed)  # noqa: E731
+        out[name] = {"own": boot(lambda rs: mean_or_none([r["own"] for r in rs])),
+                     "shuffled": boot(lambda rs: mean_or_none([r["shuffled"] for r in rs])),
+                     "gap": boot(lambda rs: mean_or_none([r["own"] - r["shuffled"] for r in rs]))}
+    lo = out["all"]["gap"]["ci"][0]
+    out["reads_criterion"] = lo is not None and lo > 0
+    out["pairs_with_substitute"] = len(rows)  # a pair whose criterion has no same-tier substitute is left out
+    return out
+
+
+def compare(base: Rewards, trained: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
+            reps: int = 1000, seed: int = 0) -> dict:
+    """Trained minus base on the same gold candidates, with 95% CIs paired over prompts (whole prompts
+    resampled, both models on the same resample): pairwise accuracy, pairwise safety accuracy, veto F1
+    (an undefined F1 — nothing flagged — counts as 0) and within-response accuracy."""
+    by_id = {r.id: r for r in rubrics}
+    pairs_ds = build_datasets(rubrics, candidates)[0]["pairs"]
+    pairs = [{"prompt": a["prompt"], "tier": a["tier"], "d": float(b["correct"]) - float(a["correct"])}
+             for a, b in zip(_pair_rows(base, pairs_ds), _pair_rows(trained, pairs_ds))]
+    within = [{"prompt": a["prompt"], "d": b["correct"] - a["correct"]}
+              for a, b in zip(within_response_rows(base, rubrics, candidates), within_response_rows(trained, rubrics, candidates))]
+    vetoes = [{"prompt": c["prompt_id"], "gold": bool(c["criteria_met"][v.id]),
+               "base": met_probability("veto", base[(c["prompt_id"], c["response_id"], v.id)]) > 0.5,
+               "trained": met_probability("veto", trained[(c["prompt_id"], c["response_id"], v.id)]) > 0.5}
+              for c in candidates for v in by_id[c["prompt_id"]].tier("veto")]
+
+    def f1(rows, key):
+        return prf([r[key] for r in rows], [r["gold"] for r in rows])["f1"] or 0.0
+
+    def boot(rows, stat):
+        return cluster_bootstrap(rows, lambda r: r["prompt"], stat, reps=reps, seed=seed)
+
+    mean_d = lambda rs: mean_or_none([r["d"] for r in rs])  # noqa: E731
+    return {"pairwise_accuracy": boot(pairs, mean_d),
+            "pairwise_safety_accuracy": boot([r for r in pairs if r["tier"] == "veto"], mean_d),
+            "within_response_accuracy": boot(within, mean_d),
+            "veto_f1": boot(vetoes, lambda rs: f1(rs, "trained") - f1(rs, "base") if rs else None)}
