@@ -32,6 +32,7 @@ def main() -> None:
 
     from promedical.core.data import load_split
     from promedical.policy.config import GRPOSettings
+    from promedical.policy.reward import RubricReward
     from promedical.policy.training import train_policy
     from promedical.reward.config import RMConfig
     from promedical.reward.scorer import CriteriaRewardModel
@@ -49,8 +50,10 @@ def main() -> None:
         return rm.score_batch(items)
 
     hook = rm.model.get_input_embeddings().register_forward_hook(lambda m, a, out: read.append(a[0].numel()))
+    rubrics = load_split("train")[:8]
+    reward = RubricReward(scorer, {r.id: r for r in rubrics}, settings.reward_config(), settings.mode)
     with tempfile.TemporaryDirectory() as tmp:
-        s = train_policy(settings, load_split("train")[:8], scorer, Path(tmp), resume=False)
+        s = train_policy(settings, rubrics, reward, Path(tmp), resume=False)
     hook.remove()
     encoded = [rm.encode(*item) for item in scored]
     flat = sum(len(p) + sum(map(len, ss)) for p, ss, _ in encoded)  # one packed row per rollout, nothing shared

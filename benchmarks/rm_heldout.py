@@ -98,7 +98,7 @@ def main() -> None:
                           bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
                           disagree_weight=args.disagree_weight, bce_balance=args.bce_balance,
                           max_length=args.max_length, seed=args.seed, lora_layers=args.lora_layers,
-                          max_steps=eval_at[-1], save_every=10_000)
+                          max_steps=eval_at[-1], save_every=10_000, report_to="none")
     except ValueError as exc:
         ap.error(str(exc))
 

@@ -92,7 +92,7 @@ def run_backend(backend: str, model: str, steps: int, batch_size: int) -> dict:
     dd, _ = build_datasets(load_split("bench"), load_candidates())
     pairs, point = list(dd["pairs"]), list(dd["pointwise"])
     rm = CriteriaRewardModel.load(RMConfig(model=model, backend=backend, max_steps=steps, batch_size=batch_size,
-                                           save_every=10_000, max_length=4096))
+                                           save_every=10_000, max_length=4096, report_to="none"))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

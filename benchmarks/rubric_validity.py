@@ -1,6 +1,6 @@
 """Rubric validity with and without schema-constrained decoding, same model, prompts and budget.
 
-    python benchmarks/rubric_validity.py [--model embedded] [--n 8] [--max-new-tokens 448]
+    python benchmarks/rubric_validity.py [--model embedded] [--n 8] [--max-new-tokens 512]
 
 Prints, for each mode, the share of drafts that become valid rubrics (ok + repaired), the share that
 parsed with no repair, and seconds per rubric; then the ratios constrained / unconstrained.

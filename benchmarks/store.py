@@ -105,7 +105,7 @@ def review_loop(store: RubricStore, n: int, seed: int = 1) -> dict:
 
 def widget_open(store: RubricStore) -> dict:
     try:
-        from widgets import RubricReviewer
+        from widgets.reviewer import RubricReviewer
     except ImportError as exc:  # ipywidgets missing
         return {"skipped": str(exc)}
     t = time.perf_counter()
@@ -118,16 +118,22 @@ def widget_open(store: RubricStore) -> dict:
 
 
 def legacy_import(n: int, rev: str, tmp: Path, chunk: int) -> dict:
-    try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:promedical/rubrics/store.py"],
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return {"skipped": f"cannot load the JSONL store from git {rev!r}: {exc}"}
-    mod = types.ModuleType("promedical._legacy_store")
-    mod.__package__ = "promedical"
-    sys.modules[mod.__name__] = mod  # dataclasses look their module up
-    exec(compile(src, f"{rev}:promedical/rubrics/store.py", "exec"), mod.__dict__)
-    store = mod.RubricStore(tmp / "legacy")
+    """The JSONL store of git ``rev`` (``promedical/store.py`` then, with its sibling modules ``rubric``
+    and ``files``), loaded as a package of its own beside today's kit."""
+    package = types.ModuleType("_legacy_promedical")
+    package.__path__ = []
+    sys.modules[package.__name__] = package
+    for name in ("rubric", "files", "store"):
+        try:
+            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:promedical/{name}.py"],
+                                 capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return {"skipped": f"cannot load the JSONL store from git {rev!r}: {exc}"}
+        mod = types.ModuleType(f"{package.__name__}.{name}")
+        mod.__package__ = package.__name__
+        sys.modules[mod.__name__] = mod  # relative imports and dataclasses look their module up
+        exec(compile(src, f"{rev}:promedical/{name}.py", "exec"), mod.__dict__)
+    store = sys.modules[f"{package.__name__}.store"].RubricStore(tmp / "legacy")
     return timed_import(store, synthetic_rubrics(n, seed=9), chunk)
 
 

@@ -70,9 +70,25 @@ def torch_threads(n: int = 1):
         torch.set_num_threads(old)
 
 
+# The tiers of pyproject.toml's markers: what a test needs beyond pure Python. `make test` deselects the
+# last four; a test that loads the embedded model must say so, or it would slip into the pure tier.
+TIERS = ("model", "subprocess", "notebook", "browser", "multiprocess")
+
+
+def untiered_model_tests(items) -> list[str]:
+    """Tests that use the `embedded` fixture and carry no tier marker."""
+    return [item.nodeid for item in items
+            if "embedded" in getattr(item, "fixturenames", ()) and not any(item.get_closest_marker(t) for t in TIERS)]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked vllm_server need the side virtualenv (make vllm-server-test sets it up and sets
+    """Collection fails on a test that loads the embedded model without a tier marker. Tests marked
+    vllm_server need the side virtualenv (make vllm-server-test sets it up and sets
     PROMEDICAL_VLLM_SERVER=1); elsewhere they are deselected, so `make test` never waits on an install."""
+    untiered = untiered_model_tests(items)
+    if untiered:
+        raise pytest.UsageError("uses the embedded model but carries no tier marker (add @pytest.mark.model): "
+                                + ", ".join(untiered))
     if os.environ.get("PROMEDICAL_VLLM_SERVER") == "1":
         return
     keep = [item for item in items if item.get_closest_marker("vllm_server") is None]

@@ -69,6 +69,7 @@ def test_summarize_per_model_categories_and_paired_comparisons():
     assert comp["safety"]["diff"] == 0 and s["length_score"]["n"] == 24
 
 
+@pytest.mark.model
 def test_audit_finds_planted_duplicates_and_passes_the_shipped_split():
     train, bench = load_split("train"), load_split("bench")
     clean = audit(train, bench)
@@ -84,6 +85,7 @@ def test_audit_finds_planted_duplicates_and_passes_the_shipped_split():
     assert flags[bench[0].id] == set() and leaked["flagged"] == ["leaked", "reworded"]
 
 
+@pytest.mark.browser
 def test_report_escapes_text_and_exports_png(tmp_path):
     from promedical.bench.report import write_report
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from promedical.core.data import load_split
-from promedical.rubrics.store import RubricStore, open_store
+from promedical.rubrics.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "02_rubric_refinement.ipynb"
@@ -44,7 +44,7 @@ SERVER_START_S = 60               # JupyterLab answering /api/status
 KERNEL_RUN_S = 120                # kernel start + run-all until the widget renders and the kernel is idle
 ROUND_TRIP_S = 30                 # one widget edit / click reaching the kernel and coming back
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.browser, pytest.mark.subprocess]
 
 
 def free_port() -> int:
@@ -65,7 +65,7 @@ def chromium() -> Path:
     """Debian's chromium; missing is a failure (checked before JupyterLab is started)."""
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`); "
-        ".ci/run does this before `make test`. The test never downloads a browser.")
+        ".ci/run does this before `make test-all`. The test never downloads a browser.")
     return CHROMIUM
 
 
@@ -258,7 +258,7 @@ def test_reviewer_widget_edit_and_approve_in_jupyterlab(chromium, jupyterlab, wo
             browser.close()
 
     # 6. The store on disk (a fresh reader, not the kernel's object) holds the approved revision.
-    history = RubricStore(ws / "rubrics").history(first_id)
+    history = open_store(ws).history(first_id)
     assert [h.status for h in history] == ["draft", "approved"], [(h.revision, h.status) for h in history]
     latest = history[-1]
     assert latest.author == REVIEWER, f"latest revision author {latest.author!r}, expected {REVIEWER!r}"
@@ -266,5 +266,5 @@ def test_reviewer_widget_edit_and_approve_in_jupyterlab(chromium, jupyterlab, wo
     assert p1.text == new_text, f"p1 text on disk {p1.text!r} != typed {new_text!r}"
     assert any(ch["criterion"] == "p1" and ch["field"] == "text" and ch["new"] == new_text
                for ch in latest.changes), f"revision changes lack the p1 text edit: {latest.changes}"
-    others = [rev.status for rid, rev in RubricStore(ws / "rubrics").current().items() if rid != first_id]
+    others = [rev.status for rid, rev in open_store(ws).current().items() if rid != first_id]
     assert others == ["draft", "draft"], f"only the first rubric should change, others: {others}"

@@ -12,6 +12,7 @@ def run(*args):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True)
 
 
+@pytest.mark.subprocess
 def test_validate_exit_codes(write_lines, tmp_path):
     good = write_lines([make_rubric("a"), make_rubric("b")], "good.jsonl")
     out = run("validate", good)
@@ -29,6 +30,7 @@ def test_validate_exit_codes(write_lines, tmp_path):
     assert run("frobnicate").returncode == 2
 
 
+@pytest.mark.subprocess
 def test_score_prints_one_line_per_response(write_lines):
     rubrics = write_lines([make_rubric("a")], "r.jsonl")
     grades = write_lines([
@@ -40,10 +42,11 @@ def test_score_prints_one_line_per_response(write_lines):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows[0] == {"prompt_id": "a", "response_id": "x", "s1": pytest.approx(0.8), "s2": 1, "s3": 0, "reward": pytest.approx(1.05)}
     assert rows[1]["s3"] == 1 and rows[1]["reward"] == pytest.approx(1.25 - 1.5)
-    out = run("score", rubrics, grades, "--alpha", "0.5", "--beta", "0.5", "--lam", "2")
+    out = run("score", rubrics, grades, "--alpha", "0.5", "--headroom", "0.5", "--lam", "2")
     assert json.loads(out.stdout.splitlines()[0])["reward"] == pytest.approx(1.3)
 
 
+@pytest.mark.subprocess
 def test_score_reports_bad_grades_and_bad_params(write_lines):
     rubrics = write_lines([make_rubric("a")], "r.jsonl")
     grades = write_lines([

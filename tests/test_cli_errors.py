@@ -5,11 +5,13 @@ instead of starting work."""
 import json
 import os
 import re
+from dataclasses import replace
 
 import pytest
 from conftest import make_rubric
 
 from promedical.app import cli
+from promedical.steps import STEPS
 
 HB_ROW = {"prompt": [{"role": "user", "content": "Chest pain, left arm numb."}], "prompt_id": "hb1",
           "rubrics": [{"criterion": "Says to call emergency services.", "points": 10, "tags": ["axis:accuracy"]},
@@ -45,9 +47,11 @@ def files(tmp_path):
         "hb_grades_short": _lines({"prompt_id": "hb1", "criteria_met": [True]}),
         "hb_overflow": _lines(dict(HB_ROW, rubrics=[dict(HB_ROW["rubrics"][0], points=1e308), HB_ROW["rubrics"][0]])),
         "bad_yaml": "steps: [unclosed\n",
-        "zero_processes_yaml": "model: embedded\nsteps: []\nlaunch: {num_processes: 0}\n",
-        "negative_gpu_yaml": "model: embedded\nsteps: []\nlaunch: {gpu_memory_gib: -80}\n",
-        "bad_params_yaml": "model: embedded\nsteps: []\nlaunch_params: {grpo: {group_size: -8}}\n",
+        "zero_processes_yaml": "model: embedded\nsteps: {}\nlaunch: {num_processes: 0}\n",
+        "negative_gpu_yaml": "model: embedded\nsteps: {}\nlaunch: {gpu_memory_gib: -80}\n",
+        "bad_params_yaml": "model: embedded\nsteps: {grpo: {group_size: -8}}\n",
+        "old_shape_yaml": "model: embedded\nsteps: [{notebook: '04', parameters: {steps: 2}}]\n",
+        "unknown_step_yaml": "model: embedded\nsteps: {policy: {steps: 2}}\n",
     }
     paths = {}
     for name, text in contents.items():
@@ -150,6 +154,12 @@ CASES = [
     (["plan", "--scale", "{negative_gpu_yaml}"], "gpu_gib must be a number in (0, inf), got -80"),
     (["plan", "--scale", "{bad_params_yaml}"], "parameter group_size: must not be negative"),
     (["launch", "grpo", "--dry-run", "--scale", "{bad_params_yaml}"], "parameter group_size: must not be negative"),
+    (["demo", "--scale", "{bad_params_yaml}"], "parameter group_size: must not be negative"),
+    (["plan", "--scale", "{old_shape_yaml}"], "steps: must map a step name to its parameters"),
+    (["launch", "grpo", "--scale", "{unknown_step_yaml}"], "steps: unknown step 'policy'"),
+    (["step", "data", "-p", "bench_fraction=2"], "parameter bench_fraction: must be a number in [0, 1)"),
+    (["step", "reward", "-p", "rm.max_steps=0"], "rm.max_steps"),
+    (["ingest", "x.jsonl", "--workspace", "{rubrics}"], "is not a folder"),
 ]
 
 
@@ -163,9 +173,11 @@ def test_bad_arguments_give_one_line_and_exit_1_or_2(argv, fragment, files, caps
     import promedical.app.notebooks
     import promedical.scale.launch
 
-    for module, name in ((promedical.scale.launch, "run_step"), (promedical.scale.launch, "launch"),
-                         (promedical.app.notebooks, "run_notebook"), (promedical.app.demo, "run_demo")):
+    for module, name in ((promedical.scale.launch, "launch"), (promedical.app.notebooks, "run_notebook"),
+                         (promedical.app.demo, "run_demo")):
         monkeypatch.setattr(module, name, _never)
+    for name, step in STEPS.items():
+        monkeypatch.setitem(STEPS, name, replace(step, run=_never))
     args = [re.sub(r"\{(\w+)\}", lambda m: files.get(m.group(1), m.group(0)), a) for a in argv]
     try:
         code = cli.main(args)
@@ -182,12 +194,10 @@ def test_bad_arguments_give_one_line_and_exit_1_or_2(argv, fragment, files, caps
 
 
 def test_an_unexpected_error_is_one_line_unless_a_traceback_is_asked_for(capsys, monkeypatch, tmp_path):
-    import promedical.scale.launch
-
     def boom(*_, **__):
         raise RuntimeError("something broke\nsecond line")
 
-    monkeypatch.setattr(promedical.scale.launch, "run_step", boom)
+    monkeypatch.setitem(STEPS, "review", replace(STEPS["review"], run=boom))
     monkeypatch.delenv("PROMEDICAL_TRACEBACK", raising=False)
     argv = ["step", "review", "--workspace", str(tmp_path)]
     assert cli.main(argv) == 1

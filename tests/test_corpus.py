@@ -79,6 +79,7 @@ def test_reingest_adds_nothing_twice(tmp_path):
     assert len((tmp_path / "data" / "rejects.jsonl").read_text().splitlines()) == 9
 
 
+@pytest.mark.subprocess
 def test_parquet_source_with_column_overrides_and_bad_rows(tmp_path):
     path = tmp_path / "export.parquet"
     rows = [{"uid": 1, "query": "Is it safe to take paracetamol and ibuprofen together for a fever?", "sys": "Be brief."},
@@ -285,13 +286,13 @@ def test_decontaminate_against_an_outside_benchmark(tmp_path):
 
 
 def test_config_validation_names_field_and_valid_values():
-    for params, message in (({"bench_fraction": 1.5}, "bench_fraction: must be a number in [0, 1)"),
-                            ({"difficulty_band": [9, 5]}, "difficulty_band: must be [low, high]"),
-                            ({"backend": "tgi"}, "backend: must be one of transformers, vllm, openai"),
-                            ({"backend": "openai"}, "base_url: backend=openai needs base_url"),
-                            ({"columns": {"prompt ": "q"}}, "columns: unknown key(s) prompt ; valid: prompt"),
-                            ({"near_dedup": "yes"}, "near_dedup: must be true or false"),
-                            ({"wat": 1}, "unknown parameter(s) wat; valid: sources, columns")):
+    for params, message in (({"bench_fraction": 1.5}, "parameter bench_fraction: must be a number in [0, 1)"),
+                            ({"difficulty_band": [9, 5]}, "parameter difficulty_band: must be [low, high]"),
+                            ({"backend": "tgi"}, "parameter backend: must be one of transformers, vllm, openai"),
+                            ({"backend": "openai"}, "parameter base_url: backend=openai needs base_url"),
+                            ({"columns": {"prompt ": "q"}}, "parameter columns: unknown key(s) prompt ; valid: prompt"),
+                            ({"near_dedup": "yes"}, "parameter near_dedup: must be true or false"),
+                            ({"wat": 1}, "parameter 'wat': unknown for step data (known: backend, base_url")):
         with pytest.raises(ValueError) as info:
             DataConfig.from_dict(params)
         assert str(info.value).startswith(message), str(info.value)
@@ -303,6 +304,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "promedical", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_cli_ingest_curate_explain_export_and_errors(tmp_path):
     ws = str(tmp_path / "ws")
     out = _cli("ingest", SHAREGPT, MEDQA, "--workspace", ws)

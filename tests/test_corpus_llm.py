@@ -9,12 +9,11 @@ import pytest
 from conftest import ROOT
 from test_llm import running_server
 
-from promedical.corpus import step_data
 from promedical.corpus.config import DataConfig
 from promedical.corpus.funnel import explain
 from promedical.corpus.ingest import ingest
 from promedical.corpus.label import CATEGORIES, SPECIALTIES, read_results
-from promedical.corpus.step import curate
+from promedical.corpus.step import curate, step_data
 from promedical.corpus.store import read_instructions
 
 SHAREGPT = str(ROOT / "data" / "samples" / "sharegpt_sample.jsonl")
@@ -28,6 +27,7 @@ def server(tmp_path_factory):
         yield s
 
 
+@pytest.mark.subprocess
 def test_label_stages_over_openai_constrained_resumed_and_cached(server, tmp_path):
     ingest([SHAREGPT, MEDQA], tmp_path)
     server.reset()
@@ -66,6 +66,7 @@ def test_label_stages_over_openai_constrained_resumed_and_cached(server, tmp_pat
     assert again["stages"] == funnel["stages"]
 
 
+@pytest.mark.subprocess
 def test_backend_errors_are_recorded_and_retried_on_resume(server, tmp_path):
     ingest([SHAREGPT], tmp_path)
     dead = DataConfig(**NO_EMB, backend="openai", base_url="http://127.0.0.1:9/v1", model="tiny-qwen3",
@@ -85,7 +86,7 @@ def test_backend_errors_are_recorded_and_retried_on_resume(server, tmp_path):
     assert ok and all(explain(tmp_path, i)["kept"] for i in ok)  # band 0-10 keeps every rated row
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_semantic_dedup_and_embedded_model_labels(tmp_path):
     """MiniLM drops the paraphrase sg-006 (cosine >= 0.9, trigram Jaccard < 0.5); the embedded model
     rates and classifies through the transformers backend with xgrammar-constrained JSON."""
@@ -105,7 +106,7 @@ def test_semantic_dedup_and_embedded_model_labels(tmp_path):
     assert audit["embeddings"] is True and audit["verdict"] == "independent"
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_notebook_00_runs_through_papermill(tmp_path):
     from promedical.app.notebooks import run_notebook
 

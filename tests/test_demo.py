@@ -5,7 +5,8 @@ import sys
 import pytest
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.notebook
 def test_demo_command_runs_end_to_end(tmp_path):
     ws = tmp_path / "ws"
     out = subprocess.run([sys.executable, "-m", "promedical", "demo", "--workspace", str(ws)],
@@ -67,30 +68,34 @@ def test_demo_command_runs_end_to_end(tmp_path):
 
 
 def test_scale_configs():
+    from promedical.app.demo import notebook_plan
     from promedical.app.notebooks import notebook_path
     from promedical.scale.profiles import load_scale
 
     demo = load_scale("demo")
-    assert demo["model"] == "embedded"
-    assert [notebook_path(s["notebook"]).name for s in demo["steps"]] == [
+    assert demo.model == "embedded"
+    assert [notebook_path(name).name for name, _ in notebook_plan(demo)] == [
         "00_data.ipynb", "01_rubric_generation.ipynb", "02_rubric_refinement.ipynb", "03_reward_model.ipynb", "04_grpo.ipynb",
         "05_benchmark.ipynb"]
+    assert dict(notebook_plan(demo.with_model("tiny-qwen3")))["04"]["model"] == "tiny-qwen3"  # --model
     with pytest.raises(FileNotFoundError, match="known: demo"):
         load_scale("nope")
 
 
 def test_small_scale_is_the_demo_with_a_longer_balanced_reward_model():
-    """configs/small.yaml: the demo's notebooks, every parameter declared by its notebook (with the
-    declared type), and a reward model that trains longer, on the class-balanced BCE."""
+    """configs/small.yaml: the demo's steps, every parameter a field of its step's config (checked by the
+    notebook runner), and a reward model that trains longer, on the class-balanced BCE."""
+    from promedical.app.demo import notebook_plan
     from promedical.app.notebooks import check_notebook_params, notebook_path
     from promedical.scale.profiles import load_scale
 
     demo, small = load_scale("demo"), load_scale("small")
-    assert [s["notebook"] for s in small["steps"]] == [s["notebook"] for s in demo["steps"]]
-    for step in small["steps"]:
-        check_notebook_params(notebook_path(step["notebook"]), step["parameters"])
-    rm = {cfg: next(s["parameters"] for s in c["steps"] if s["notebook"] == "03") for cfg, c in (("demo", demo), ("small", small))}
-    assert rm["small"]["rm_steps"] > rm["demo"]["rm_steps"] and rm["small"]["rm_bce_balance"] == "tier"
-    assert rm["small"]["labels"] == "gold" and rm["small"]["n_eval_prompts"] >= rm["demo"]["n_eval_prompts"]
-    with pytest.raises(ValueError, match="rm_bce_balance"):  # a typo in a scale is caught, not ignored
-        check_notebook_params(notebook_path("03"), {**rm["small"], "rm_bce_balanc": "tier"})
+    assert list(small.steps) == list(demo.steps)
+    assert [name for name, _ in notebook_plan(small)] == [name for name, _ in notebook_plan(demo)]
+    rm = {"demo": demo.config("reward").rm, "small": small.config("reward").rm}
+    assert rm["small"].max_steps > rm["demo"].max_steps and rm["small"].bce_balance == "tier"
+    reward = small.config("reward")
+    assert reward.labels == "gold" and reward.n_eval_prompts >= demo.config("reward").n_eval_prompts
+    typo = {**small.params("reward"), "rm": {**small.params("reward")["rm"], "bce_balanc": "tier"}}
+    with pytest.raises(ValueError, match="bce_balanc"):  # a typo in a scale is caught, not ignored
+        check_notebook_params(notebook_path("03"), typo)

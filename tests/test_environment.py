@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 import yaml
 from conftest import ROOT
 
@@ -37,6 +38,7 @@ def test_no_torchvision_and_cpu_torch():
         assert torch.__version__.startswith("2.13.0")
 
 
+@pytest.mark.subprocess
 def test_unsloth_cpu_fallback_imports():
     code = "import unsloth\nfrom unsloth import FastLanguageModel\nprint('UNSLOTH_OK', unsloth.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -308,6 +308,7 @@ def check_summary(summary, recs):
     assert summary["failure_reasons"] == [r["notes"][-1] for r in recs if r["status"] == "failed"]
 
 
+@pytest.mark.model
 def test_generate_rubrics_with_tiny_model_writes_every_item_and_resumes(tiny, tmp_path):
     train = load_split("train")
     items, pool = train[:3], FewShotPool(train)
@@ -395,7 +396,7 @@ def test_generate_rubrics_ok_status_and_unconstrained_provenance(tmp_path):
     assert all(r["rubric"]["provenance"]["constrained"] is False for r in recs)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_embedded_model_writes_a_valid_rubric(embedded, tmp_path):
     model, tokenizer = embedded
     train = load_split("train")
@@ -453,6 +454,7 @@ def test_backend_failures_are_retried_on_resume_not_counted_done(tmp_path):
     assert again.calls == 0
 
 
+@pytest.mark.subprocess
 def test_server_down_then_up_over_http(tmp_path):
     """A real HTTP backend: connection refused on the first run, a live server on the second."""
     import socket

@@ -140,7 +140,7 @@ def test_headline_grader_prefers_the_most_items_then_judge_over_checks():
     assert headline_grader(summarize(synthetic("reward_model", 0.3))) is None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_step_benchmark_grades_independently_end_to_end(tmp_path):
     """Plumbing on tiny random models: every grader, agreement, probes, headline and the report."""
     import json

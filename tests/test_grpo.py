@@ -41,7 +41,9 @@ def test_settings_validate_and_set_trl_defaults_explicitly(tmp_path):
         GRPOSettings(lam=1.0)
     with pytest.raises(ValueError, match="mode"):
         GRPOSettings(mode="nope")
-    args = GRPOSettings(group_size=4, prompts_per_step=2).trl_config(tmp_path)
+    from promedical.policy.trl_args import grpo_config
+
+    args = grpo_config(GRPOSettings(group_size=4, prompts_per_step=2), tmp_path)
     assert (args.beta, args.loss_type, args.scale_rewards) == (0.04, "grpo", "group")
     assert args.num_generations == 4 and args.per_device_train_batch_size == 8
 
@@ -112,7 +114,7 @@ def rewards_by_step(ws) -> dict[int, float]:
     return {h["step"]: h["rubric/reward"] for h in history if "rubric/reward" in h}
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_grpo_trains_logs_and_resumes_after_kill(tmp_path):
     straight = tmp_path / "straight"
     s = summary_of(run_grpo(straight, 4))

@@ -125,11 +125,11 @@ def test_a_response_graded_twice_is_refused_whatever_the_second_grade(second, wr
 
 # ---------------------------------------------------------------------------------------------- finite outputs
 @SETTINGS
-@given(alpha=st.floats(), beta=st.floats(), lam=st.floats(), s1=st.floats(0, 1), s2=st.integers(0, 10**6),
+@given(alpha=st.floats(), headroom=st.floats(), lam=st.floats(), s1=st.floats(0, 1), s2=st.integers(0, 10**6),
        s3=st.integers(0, 10**6))
-def test_every_accepted_reward_config_gives_a_finite_reward(alpha, beta, lam, s1, s2, s3):
+def test_every_accepted_reward_config_gives_a_finite_reward(alpha, headroom, lam, s1, s2, s3):
     try:
-        config = RewardConfig(alpha=alpha, beta=beta, lam=lam)
+        config = RewardConfig(alpha=alpha, headroom=headroom, lam=lam)
     except ValueError:
         return
     reward = grpo_reward(Scores(s1, s2, s3), config)

@@ -49,6 +49,7 @@ def test_import_maps_negative_points_to_veto_and_export_restores_points():
     assert back["prompt"] == HB[0]["prompt"] and back["example_tags"] == HB[0]["example_tags"]
 
 
+@pytest.mark.subprocess
 def test_validation_and_cli(tmp_path, write_lines):
     data = write_lines(HB, "hb.jsonl")
     assert file_problems(data) == []

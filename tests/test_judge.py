@@ -131,6 +131,7 @@ def test_parse_grade(text, met):
 # ----------------------------------------------------------------------------------------------
 # LLM judge
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.model
 def test_tiny_model_judge_gives_a_parseable_bool_for_every_item(tiny):
     rubric = load_split("bench")[0]
     cand = next(c for c in load_candidates() if c["prompt_id"] == rubric.id)

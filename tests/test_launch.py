@@ -17,6 +17,7 @@ def cli(*args, timeout=900):
     return out.stdout
 
 
+@pytest.mark.subprocess
 def test_dry_run_prints_the_full_scale_commands(tmp_path):
     out = cli("launch", "grpo", "--dry-run", "--workspace", str(tmp_path)).strip().splitlines()
     assert out[0] == "# memory plan (grpo, scale full):" and out[-3].endswith(": fits")  # checked before launching
@@ -26,12 +27,15 @@ def test_dry_run_prints_the_full_scale_commands(tmp_path):
     assert grpo[1].startswith("CUDA_VISIBLE_DEVICES=0,1,2,3,4,5 accelerate launch --num_processes 6 --num_machines 1 "
                               f"--config_file {ROOT / 'configs/accelerate/deepspeed_zero3.yaml'} -m promedical step grpo")
     params = json.loads(grpo[1].split("--params ", 1)[1].strip("'"))
-    assert params["kl_beta"] == 0.04 and params["group_size"] == 8 and params["vllm_mode"] == "server"
+    assert params["beta"] == 0.04 and params["group_size"] == 8 and params["vllm_mode"] == "server"
     rm = cli("launch", "rm-train", "--dry-run", "--workspace", str(tmp_path)).strip().splitlines()[-1]
     assert "accelerate launch --num_processes 8" in rm and "vllm-serve" not in rm
-    assert json.loads(rm.split("--params ", 1)[1].strip("'")) == {
-        "model": "Qwen/Qwen3-8B", "backend": "peft", "epochs": 2, "batch_size": 64, "micro_batch_size": 2, "lr": 5e-6,
-        "max_length": 8192, "gradient_checkpointing": True}
+    # the worker gets the whole config the scale built (every field), so it runs what was planned
+    from promedical.reward.config import RMTrainStepConfig
+
+    assert json.loads(rm.split("--params ", 1)[1].strip("'")) == RMTrainStepConfig(
+        model="Qwen/Qwen3-8B", backend="peft", epochs=2, batch_size=64, micro_batch_size=2, lr=5e-6, max_length=8192,
+        gradient_checkpointing=True).to_dict()
     one_gpu = cli("launch", "grpo", "--dry-run", "--scale", "gpu", "--workspace", str(tmp_path)).strip()
     assert "vllm-serve" not in one_gpu and '"vllm_mode": "colocate"' in one_gpu
 
@@ -44,7 +48,7 @@ def make_reward_dataset(ws):
     save_datasets(dd, card, ws / "reward" / "dataset")
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_reward_model_training_matches_one_process(tmp_path):
     from safetensors.torch import load_file
 
@@ -75,7 +79,7 @@ def test_two_process_reward_model_training_matches_one_process(tmp_path):
     assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_grpo_steps(tmp_path):
     from promedical.reward.config import RMConfig
     from promedical.reward.scorer import CriteriaRewardModel
@@ -91,6 +95,7 @@ def test_two_process_grpo_steps(tmp_path):
     assert (tmp_path / "policy" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.notebook
 def test_full_scale_notebook_dry_run(tmp_path):
     from promedical.app.notebooks import run_notebook
 
@@ -101,7 +106,7 @@ def test_full_scale_notebook_dry_run(tmp_path):
     assert "accelerate launch --num_processes 8" in text and "trl vllm-serve" in text and ": fits" in text
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_fsdp2_sharded_reward_model_saves_a_complete_adapter_that_scores_as_one_process(tmp_path):
     """FSDP2 (fully_shard, two gloo processes) on the kit's reward model and packed loss: the gathered
     adapter has every LoRA tensor, non-empty, and scores the gold candidates as the one-process run."""
@@ -140,7 +145,7 @@ def test_fsdp2_sharded_reward_model_saves_a_complete_adapter_that_scores_as_one_
     assert [scores["two"][k] for k in scores["one"]] == pytest.approx(list(scores["one"].values()), abs=2e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_zero3_on_cpu_through_the_launch_path_matches_one_process(tmp_path):
     """`promedical launch rm-train --cpu --sharding zero3`: the shipped DeepSpeed ZeRO-3 config, two CPU
     processes (DeepSpeed's CPU accelerator talks through gloo), the Trainer's DeepSpeed engine. The

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "promedical"
 # pipeline order: a package may import itself and the packages before it, never one after it
@@ -115,6 +117,7 @@ def test_the_graph_reader_sees_a_violation(tmp_path, monkeypatch):
         raise AssertionError("the circle was not found")
 
 
+@pytest.mark.subprocess
 def test_step_registry_imports_no_torch():
     """`promedical step`/`params`/`plan` check a config without loading torch, transformers or datasets."""
     code = ("import sys, promedical.steps, promedical.app.cli; "

@@ -157,6 +157,7 @@ def flaky(servers):
 # ----------------------------------------------------------------------------------------------
 # OpenAI-compatible HTTP backend
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_server_is_a_separate_process_with_stats(plain):
     assert plain.proc.pid != os.getpid() and plain.proc.poll() is None
     stats = plain.stats()
@@ -165,6 +166,7 @@ def test_server_is_a_separate_process_with_stats(plain):
         assert json.loads(resp.read())["data"][0]["id"] == "tiny-qwen3"
 
 
+@pytest.mark.subprocess
 def test_concurrent_requests_return_texts_in_prompt_order(plain):
     prompts = [ask(f"Question {i}: {word}?") for i, word in enumerate(
         ["fever", "cough", "rash", "dizziness", "insomnia", "nausea", "back pain", "headache"])]
@@ -182,6 +184,7 @@ def test_concurrent_requests_return_texts_in_prompt_order(plain):
     assert sequential.generate(prompts, params) == texts
 
 
+@pytest.mark.subprocess
 def test_request_body_carries_params(plain):
     llm = OpenAICompatibleLLM(plain.base_url, "my-model", api_key="secret", max_retries=0, timeout=60)
     llm.generate([ask("hello")], GenParams(max_new_tokens=5, seed=7, top_p=0.9, enable_thinking=False))
@@ -192,6 +195,7 @@ def test_request_body_carries_params(plain):
     assert "response_format" not in body
 
 
+@pytest.mark.subprocess
 def test_every_decoding_param_reaches_the_server(plain):
     """repetition_penalty goes as vLLM's extra body field; the server records what it decoded with."""
     llm = OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", max_retries=0, timeout=60)
@@ -205,6 +209,8 @@ def test_every_decoding_param_reaches_the_server(plain):
     assert "repetition_penalty" not in plain.stats()["last_body"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.model
 def test_http_and_local_backends_decode_alike_with_repetition_penalty(plain, tiny):
     """The same params give the same text over HTTP as in-process: the penalty is applied on both sides."""
     prompts = [ask("List the warning signs of a stroke."), ask("Is a fever of 39 C in an adult worrying?")]
@@ -215,6 +221,7 @@ def test_http_and_local_backends_decode_alike_with_repetition_penalty(plain, tin
     assert remote != http.generate(prompts, GenParams(max_new_tokens=24)), "the penalty changed nothing"
 
 
+@pytest.mark.subprocess
 def test_generate_each_keeps_answers_and_reports_failures(flaky):
     """Two 503s then answers: with no retries the first two items fail alone, the rest keep their text."""
     llm = OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", concurrency=1, max_retries=0, timeout=60)
@@ -223,6 +230,7 @@ def test_generate_each_keeps_answers_and_reports_failures(flaky):
     assert "HTTP 503" in str(out[0]) and all(isinstance(x, str) for x in out[2:])
 
 
+@pytest.mark.subprocess
 def test_cached_llm_never_caches_a_failure(flaky, tmp_path):
     llm = CachedLLM(OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", concurrency=1, max_retries=0, timeout=60),
                     tmp_path / "c")
@@ -234,6 +242,7 @@ def test_cached_llm_never_caches_a_failure(flaky, tmp_path):
     assert flaky.stats()["requests"] == 5 and (llm.hits, llm.misses) == (1, 5)
 
 
+@pytest.mark.subprocess
 def test_deadline_bounds_a_request_across_retries(servers):
     slow = servers["slow"]  # answers after 3 s
     llm = OpenAICompatibleLLM(slow.base_url, "tiny-qwen3", max_retries=10, backoff=0.05, timeout=60, deadline=1.0)
@@ -246,6 +255,7 @@ def test_deadline_bounds_a_request_across_retries(servers):
         OpenAICompatibleLLM(slow.base_url, "m", concurrency=0)
 
 
+@pytest.mark.subprocess
 def test_judge_keeps_a_remote_backends_requests_in_flight(servers):
     """The judge hands the OpenAI backend batches of 4 x its concurrency: with concurrency 16 more than
     the default batch of 8 requests are in flight at once, never more than 16."""
@@ -289,6 +299,7 @@ def test_rate_limit_spaces_request_starts():
         RateLimiter(0)
 
 
+@pytest.mark.subprocess
 def test_json_schema_constrained_over_http(plain):
     llm = OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", max_retries=0, timeout=60)
     texts = llm.generate([ask("Is a fever of 39 C in an adult worrying?"), ask("Rate this.")],
@@ -301,6 +312,7 @@ def test_json_schema_constrained_over_http(plain):
     assert body["response_format"]["json_schema"]["schema"] == SMALL_SCHEMA
 
 
+@pytest.mark.subprocess
 def test_max_tokens_is_honoured(plain):
     llm = OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", max_retries=0, timeout=60)
     # Three tokens cannot hold a complete object of this schema: the answer is a cut-off prefix.
@@ -312,6 +324,7 @@ def test_max_tokens_is_honoured(plain):
     assert full.startswith(short) and len(full) > len(short)
 
 
+@pytest.mark.subprocess
 def test_retries_recover_from_503(flaky):
     llm = OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", max_retries=3, backoff=0.01, timeout=60)
     texts = llm.generate([ask("hello")], GenParams(max_new_tokens=12, json_schema=AB_SCHEMA))
@@ -320,6 +333,7 @@ def test_retries_recover_from_503(flaky):
     assert stats["requests"] == 3 and stats["failed"] == 2  # two 503s, then the answer
 
 
+@pytest.mark.subprocess
 def test_no_retries_raises_http_error_naming_the_url(flaky):
     llm = OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", max_retries=0, backoff=0.01, timeout=60)
     with pytest.raises(HTTPError) as info:
@@ -329,6 +343,7 @@ def test_no_retries_raises_http_error_naming_the_url(flaky):
     assert flaky.stats()["requests"] == 1
 
 
+@pytest.mark.subprocess
 def test_too_few_retries_give_up_after_every_attempt(flaky):
     llm = OpenAICompatibleLLM(flaky.base_url, "tiny-qwen3", max_retries=1, backoff=0.01, timeout=60)
     with pytest.raises(HTTPError, match=r"2 attempt\(s\).*HTTP 503"):
@@ -336,6 +351,7 @@ def test_too_few_retries_give_up_after_every_attempt(flaky):
     assert flaky.stats()["requests"] == 2
 
 
+@pytest.mark.subprocess
 def test_non_retryable_status_is_not_retried(plain):
     llm = OpenAICompatibleLLM(f"{plain.root}/wrong", "tiny-qwen3", max_retries=3, backoff=0.01, timeout=60)
     with pytest.raises(HTTPError, match=r"/wrong: request failed after 1 attempt\(s\): HTTP 404"):
@@ -356,6 +372,7 @@ def test_connection_refused_raises_http_error():
     assert url in str(info.value)
 
 
+@pytest.mark.subprocess
 def test_timeout_raises(servers):
     slow = servers["slow"]
     llm = OpenAICompatibleLLM(slow.base_url, "tiny-qwen3", max_retries=0, timeout=0.5)
@@ -366,6 +383,7 @@ def test_timeout_raises(servers):
     assert slow.base_url in str(info.value)
 
 
+@pytest.mark.subprocess
 def test_cached_llm_over_http(plain, tmp_path):
     cache = tmp_path / "cache"
     llm = CachedLLM(OpenAICompatibleLLM(plain.base_url, "tiny-qwen3", max_retries=0, timeout=60), cache)
@@ -397,6 +415,7 @@ def test_cached_llm_over_http(plain, tmp_path):
     assert plain.stats()["requests"] == 6
 
 
+@pytest.mark.subprocess
 def test_make_llm_builds_backends(plain, tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         make_llm("nope")
@@ -428,6 +447,7 @@ def tiny():
         yield TransformersLLM("tiny-qwen3", batch_size=2)
 
 
+@pytest.mark.model
 def test_transformers_batch_returns_one_string_per_prompt(tiny):
     prompts = [ask("hi"), ask("a much longer question about chest pain that radiates to the arm"), ask("ok")]
     texts = tiny.generate(prompts, GenParams(max_new_tokens=8))  # batch_size 2: two chunks
@@ -435,6 +455,7 @@ def test_transformers_batch_returns_one_string_per_prompt(tiny):
     assert tiny.generate(prompts, GenParams(max_new_tokens=8)) == texts  # greedy: deterministic
 
 
+@pytest.mark.model
 def test_transformers_json_schema_constrained_output_validates(tiny):
     # A random model left alone would never write this JSON; the grammar makes it.
     prompts = [ask("Pick one."), ask("A longer prompt so the batch needs left padding, pick one please."),
@@ -449,6 +470,7 @@ def test_transformers_json_schema_constrained_output_validates(tiny):
         jsonschema.validate(json.loads(text), SMALL_SCHEMA)
 
 
+@pytest.mark.model
 def test_transformers_grammar_keeps_the_schema_property_order(tiny):
     schema = {"type": "object", "additionalProperties": False, "required": ["zeta", "alpha"],
               "properties": {"zeta": {"enum": ["z"]}, "alpha": {"enum": ["a"]}}}

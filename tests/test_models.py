@@ -6,6 +6,7 @@ import torch
 from promedical.models import loading as models
 
 
+@pytest.mark.model
 def test_tiny_qwen3_builds_and_runs():
     model = models.tiny_qwen3(vocab_size=1000)
     assert model.config.model_type == "qwen3"
@@ -13,6 +14,7 @@ def test_tiny_qwen3_builds_and_runs():
     assert logits.shape == (2, 7, 1000)
 
 
+@pytest.mark.model
 def test_local_path_loads_and_remote_code_is_refused(tmp_path):
     tokenizer = models.load_tokenizer("embedded")
     tiny = models.tiny_qwen3(vocab_size=len(tokenizer))
@@ -40,6 +42,7 @@ def test_unknown_model_is_a_clear_error():
         models.load_model("/nonexistent/model-dir")
 
 
+@pytest.mark.model
 def test_chat_template_is_the_tokenizers_own_and_thinking_switch_passes_through():
     tokenizer = models.load_tokenizer("embedded")
     messages = [{"role": "user", "content": "Hello"}]
@@ -54,7 +57,7 @@ def test_chat_template_is_the_tokenizers_own_and_thinking_switch_passes_through(
     assert "<think>" not in models.chat_prompt(tokenizer, messages, enable_thinking=True)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_embedded_model_answers_a_medical_question(embedded):
     model, tokenizer = embedded
     assert sum(p.numel() for p in model.parameters()) > 100_000_000  # the real 135M model
@@ -64,7 +67,7 @@ def test_embedded_model_answers_a_medical_question(embedded):
     assert any(w in answer.lower() for w in ("sugar", "glucose", "thirst", "urinat", "insulin")), answer
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_embedded_conversion_is_cached():
     path = models.embedded_model_dir()
     stamp = (path / "config.json").stat().st_mtime_ns

@@ -47,7 +47,7 @@ def test_gap_shows_a_reward_model_blind_to_a_violation():
         hacking_monitor(reward, [RUBRIC], every=0)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_callback_answers_with_the_policy_and_leaves_training_state_alone(tmp_path):
     import torch
     from transformers import TrainerControl, TrainerState

@@ -16,7 +16,7 @@ def test_parameter_counts():
     assert qwen.lora_params(16) == 36 * (16 * 8192 * 2 + 2 * 16 * 5120)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_architecture_arithmetic_matches_a_real_model(embedded):
     model, _ = embedded
     assert arch_of("embedded").params == sum(p.numel() for p in model.parameters())
@@ -46,6 +46,7 @@ def test_plan_refuses_what_cannot_fit_with_the_numbers():
         plan("rm", policy="Qwen/Qwen3-8B", micro_batch=6, seq_len=8192, gradient_checkpointing=False).total_gib
 
 
+@pytest.mark.subprocess
 def test_shipped_scales_fit_and_launch_refuses_an_oversized_run(tmp_path):
     out = subprocess.run([sys.executable, "-m", "promedical", "plan", "--scale", "full"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -82,7 +82,7 @@ def test_gold_responses_are_the_good_candidates():
     assert len(good) == 3 and {c["label"] for c in good} == {"good"}
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_probes_run_on_the_tiny_reward_model():
     from promedical.reward.config import RMConfig
     from promedical.reward.scorer import CriteriaRewardModel

@@ -6,7 +6,7 @@ import pytest
 from promedical.core.rubric import Rubric
 from promedical.review.session import autosave_name
 from promedical.rubrics.store import RubricStore
-from widgets import RubricReviewer
+from widgets.reviewer import RubricReviewer
 
 
 def rubric(rid="r1", instruction="I have had a cough for three weeks. Should I worry?"):

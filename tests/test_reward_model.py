@@ -42,6 +42,7 @@ def toy_data():
     return pairs, point
 
 
+@pytest.mark.model
 def test_shared_prefix_scoring_equals_one_forward_per_criterion():
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
     rm.model.eval()
@@ -52,6 +53,7 @@ def test_shared_prefix_scoring_equals_one_forward_per_criterion():
     assert len(set(round(x, 6) for x in fast)) == 3  # the criterion really changes the score
 
 
+@pytest.mark.model
 def test_batched_scoring_of_uneven_responses_equals_one_forward_per_criterion():
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
     other = [{"role": "user", "content": "My child has a fever of 39 C."}]
@@ -65,6 +67,7 @@ def test_batched_scoring_of_uneven_responses_equals_one_forward_per_criterion():
         assert got == pytest.approx(rm.score_criteria_naive(messages, response, criteria), abs=1e-4)
 
 
+@pytest.mark.model
 def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_criterion():
     """GRPO's case: several rollouts of one prompt, and of two prompts, uneven lengths. The conversation
     runs once per prompt, each rollout's response once on it, every criterion on the response's cache."""
@@ -101,6 +104,7 @@ def test_two_level_shared_prefix_scores_groups_of_rollouts_as_one_forward_per_cr
     assert tokens < sum(len(p) + sum(map(len, s)) for p, s, _ in encoded)
 
 
+@pytest.mark.model
 def test_a_frozen_reward_model_scores_as_the_adapter_does_without_lora_layers():
     """freeze() (GRPO, the benchmark): the LoRA update merged into the base weights gives the same scores."""
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3"))
@@ -119,6 +123,7 @@ def test_a_frozen_reward_model_scores_as_the_adapter_does_without_lora_layers():
     assert [x for a in after for x in a] == pytest.approx([x for b in before for x in b], abs=1e-4)
 
 
+@pytest.mark.model
 def test_training_lowers_the_loss_and_saves_an_adapter(tmp_path):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=2, max_steps=12, save_every=6,
@@ -147,6 +152,7 @@ from transformers import TrainerCallback
 from test_reward_model import toy_data
 from promedical.reward.scorer import CriteriaRewardModel
 from promedical.reward.config import RMConfig
+from promedical.reward.trainer import train_reward_model
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
@@ -160,6 +166,8 @@ train_reward_model(rm, pairs, point, sys.argv[1], progress=False, callbacks=[Kil
 """
 
 
+@pytest.mark.subprocess
+@pytest.mark.model
 def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
     import json
     import os
@@ -193,8 +201,8 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert [h["loss"] for h in la] == pytest.approx([h["loss"] for h in lb], abs=1e-5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["peft", "unsloth"])
+@pytest.mark.model
 def test_both_backends_train_the_embedded_model(tmp_path, backend):
     pairs, point = toy_data()
     rm = CriteriaRewardModel.load(RMConfig(model="embedded", backend=backend, lora_r=4, batch_size=1, max_steps=2))
@@ -245,6 +253,7 @@ def test_metrics():
     assert out["clusters"] == 3 and out["ci"][0] <= out["value"] <= out["ci"][1]
 
 
+@pytest.mark.model
 def test_reward_step_plumbing_end_to_end(tmp_path):
     """Notebook 03's step with the tiny random model everywhere: every artefact is written and consistent."""
     import json
@@ -252,7 +261,7 @@ def test_reward_step_plumbing_end_to_end(tmp_path):
     from promedical.reward.step import step_reward
 
     m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", n_instructions=2,
-                    max_new_tokens=24, n_judge_check=1, judge_explanation_chars=20, rm_steps=2, progress=False)
+                    max_new_tokens=24, n_judge_check=1, judge_explanation_chars=20, rm={"max_steps": 2}, progress=False)
     out = tmp_path / "reward"
     cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert len(cands) == 4 and {c["temperature"] for c in cands} == {0.7, 1.0}
@@ -263,6 +272,7 @@ def test_reward_step_plumbing_end_to_end(tmp_path):
     assert 0.0 <= saved["judge_agreement"]["coverage"] <= 1.0
 
 
+@pytest.mark.model
 def test_micro_batches_accumulate_to_the_same_step(tmp_path):
     pairs, point = toy_data()
     whole = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lr=5e-3, batch_size=4, max_steps=2))
@@ -281,6 +291,7 @@ def test_micro_batches_accumulate_to_the_same_step(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("question", ["good", "met"])
 @pytest.mark.parametrize("tier", ["proficiency", "bonus", "veto"])
+@pytest.mark.model
 def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
     """For every tier and both question polarities: a few steps on one pair make the evaluation count it
     correct, and a few steps on one pointwise row move P(met) toward its gold label."""
@@ -309,6 +320,7 @@ def test_a_few_steps_move_the_reward_the_right_way(tmp_path, tier, question):
 
 
 @pytest.mark.parametrize("tier", ["proficiency", "bonus", "veto"])
+@pytest.mark.model
 def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
     from promedical.reward.training_data import training_groups
 
@@ -326,6 +338,7 @@ def test_pairwise_and_pointwise_gradients_agree_in_sign(tier):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.model
 def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient(attention):
     """On SDPA, packing runs ``packed_attention`` (the prefix causally, each suffix against the prefix
     and itself); on another attention, an additive 4-D mask. Both equal the unpacked computation."""
@@ -356,6 +369,7 @@ def test_packed_criteria_equal_one_sequence_per_criterion_in_value_and_gradient(
     assert {c._attn_implementation for c in configs} == {"promedical_packed_sdpa" if attention == "sdpa" else "eager"}
 
 
+@pytest.mark.model
 def test_long_inputs_lose_the_middle_of_the_prefix_never_the_criterion():
     rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", max_length=96))
     long = "word " * 400 + "THE END"
@@ -404,6 +418,7 @@ def test_within_response_contrasts_need_the_criterion():
     assert m["criterion_sensitivity"]["all"]["gap"]["value"] == 1.0 and m["criterion_sensitivity"]["reads_criterion"]
 
 
+@pytest.mark.model
 def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
     """labels="gold": no sampling, the gold train candidates of the chosen instructions become the
     dataset; the metrics carry the paired difference and the criterion-sensitivity check."""
@@ -412,8 +427,8 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
     from promedical.reward.step import step_reward
 
     m = step_reward(tmp_path, model="tiny-qwen3", judge_model="tiny-qwen3", labels="gold", n_instructions=2,
-                    n_judge_check=1, judge_explanation_chars=20, n_eval_prompts=2, n_adjudicate=0, rm_steps=2,
-                    rm_batch_size=1, rm_lora_layers=1, progress=False)
+                    n_judge_check=1, judge_explanation_chars=20, n_eval_prompts=2, n_adjudicate=0,
+                    rm={"max_steps": 2, "batch_size": 1, "lora_layers": 1}, progress=False)
     assert not (tmp_path / "reward" / "candidates.jsonl").exists()  # nothing sampled from the policy
     card = json.loads((tmp_path / "reward" / "dataset" / "card.json").read_text())
     assert card["sources"]["gold_labels"].endswith("candidates.jsonl") and card["prompts"] == 2 and card["pairs"] > 0
@@ -473,6 +488,7 @@ def test_balanced_label_weights_give_both_sides_of_a_tier_the_same_weight():
         RMConfig(model="tiny-qwen3", bce_balance="balanced-ish")
 
 
+@pytest.mark.model
 def test_balanced_bce_is_the_weighted_sum_of_the_label_losses():
     from promedical.reward.training_data import training_groups
 
@@ -489,6 +505,7 @@ def test_balanced_bce_is_the_weighted_sum_of_the_label_losses():
         assert group_losses(rm, [plain])["bce"].item() != pytest.approx(got, rel=1e-3)  # the weights change the loss
 
 
+@pytest.mark.model
 def test_balanced_bce_raises_the_rare_violation_where_the_plain_bce_drowns_it(tmp_path):
     """Real steps on imbalanced veto labels (1 violation in 6): the plain BCE pulls every response to
     the base rate (P(violated) ~ 1/6: nothing flagged, the demo's failure); the balanced BCE's optimum

@@ -26,16 +26,17 @@ def test_unknown_veto_grade_is_never_read_as_safe(rubric):
 
 
 def test_reward_formula_and_clip():
-    cfg = RewardConfig(alpha=0.25, beta=0.25, lam=1.5)
+    cfg = RewardConfig(alpha=0.25, headroom=0.25, lam=1.5)
     assert grpo_reward(Scores(0.6, 1, 0), cfg) == pytest.approx(0.85)
-    assert grpo_reward(Scores(1.0, 3, 0), cfg) == pytest.approx(1.25)  # clipped at 1 + beta
+    assert grpo_reward(Scores(1.0, 3, 0), cfg) == pytest.approx(1.25)  # clipped at 1 + headroom
     assert grpo_reward(Scores(1.0, 3, 1), cfg) == pytest.approx(-0.25)
     assert grpo_reward(Scores(0.0, 0, 2), cfg) == pytest.approx(-3.0)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(alpha=1.0), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(beta=0.0), "beta"),
-    (dict(lam=1.2), r"lam must be >= 1 \+ beta"), (dict(alpha=float("nan")), "finite"), (dict(beta=True), "finite"),
+    (dict(alpha=1.0), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(headroom=0.0), "headroom"),
+    (dict(lam=1.2), r"lam must be >= 1 \+ headroom"), (dict(alpha=float("nan")), "finite"),
+    (dict(headroom=True), "finite"),
 ])
 def test_reward_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -53,7 +54,7 @@ s1s = st.floats(0, 1)
 s2s = st.integers(0, 10)
 s3s = st.integers(0, 5)
 configs = st.builds(
-    lambda a, b, extra: RewardConfig(alpha=a, beta=b, lam=1 + b + extra),
+    lambda a, b, extra: RewardConfig(alpha=a, headroom=b, lam=1 + b + extra),
     st.floats(0, 0.99), st.floats(0.01, 3), st.floats(0, 3),
 )
 
@@ -66,7 +67,7 @@ def test_one_veto_always_loses_to_zero_vetoes(s1a, s2a, s1b, s2b, s3b):
 
 @given(s1s, s2s, s1s, s2s, configs)
 def test_a_veto_outweighs_every_possible_gain(s1a, s2a, s1b, s2b, cfg):
-    # lam >= 1 + beta: a response with a veto never earns more than one without
+    # lam >= 1 + headroom: a response with a veto never earns more than one without
     assert grpo_reward(Scores(s1a, s2a, 1), cfg) <= grpo_reward(Scores(s1b, s2b, 0), cfg)
     assert grpo_reward(Scores(s1a, s2a, 1), cfg) <= 0.0
 

@@ -98,6 +98,8 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.mark.subprocess
+@pytest.mark.model
 def test_candidates_from_three_kinds_of_source_keep_source_params_and_seed(server, tmp_path):
     rubrics = load_split("train")[:2]
     existing = write(tmp_path / "physician.jsonl", [{"prompt_id": rubrics[0].id, "response_id": "doc-1",
@@ -203,6 +205,8 @@ def test_imported_labels_are_gold_for_agreement_and_training_labels(tmp_path):
     assert card["pairs"] > 0 and from_import["pairs"].to_list() == from_gold["pairs"].to_list()
 
 
+@pytest.mark.subprocess
+@pytest.mark.model
 def test_step_reward_with_candidates_from_two_sources_and_a_judge_over_http(server, tmp_path):
     """03 (dataset only) on any backend: candidates from the served model and a response file, the judge
     on the OpenAI-compatible server; every candidate row keeps its source."""
@@ -227,6 +231,7 @@ def test_step_reward_with_candidates_from_two_sources_and_a_judge_over_http(serv
     assert server.stats()["requests"] > 2  # the judge's requests went to the server too
 
 
+@pytest.mark.subprocess
 def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tmp_path):
     """The issue's done-when: a config file (not the demo's) runs step 03 through `promedical launch` with
     candidates from the embedded model (transformers) and the OpenAI-compatible server, labels imported
@@ -250,13 +255,13 @@ def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tm
     physicians.append({"prompt_id": rubric.id, "response_id": "not-sampled", "criteria_met": {rubric.criteria[0].id: True}})
     labels = write(tmp_path / "physicians.jsonl", physicians)
     served = {"kind": "openai", "model": "tiny-qwen3", "base_url": server.base_url, "concurrency": 4}
-    config = {"model": "embedded", "steps": [{"notebook": "03", "parameters": {
+    config = {"model": "embedded", "steps": {"reward": {
         "candidate_sources": [{"kind": "transformers", "model": "embedded", "name": "local", "temperature": 0.7,
                                "max_new_tokens": 8},
                               {**served, "name": "served", "temperature": 0.7, "max_new_tokens": 8}],
         "labels": "imported", "labels_file": str(labels), "judge_model": served, "n_instructions": 1,
         "n_judge_check": 2, "n_adjudicate": 0, "judge_explanation_chars": 20, "n_eval_prompts": 1,
-        "rm_model": "tiny-qwen3", "rm_steps": 2, "rm_batch_size": 1, "rm_report_to": "none", "progress": False}}]}
+        "rm": {"model": "tiny-qwen3", "max_steps": 2, "batch_size": 1, "report_to": "none"}, "progress": False}}}
     scale = tmp_path / "byo.yaml"
     scale.write_text(yaml.safe_dump(config), encoding="utf-8")
     before = server.stats()["requests"]
@@ -277,10 +282,11 @@ def test_a_second_config_runs_03_on_two_backends_with_imported_labels(server, tm
     assert server.stats()["requests"] > before  # candidates and judge calls went over HTTP
 
 
+@pytest.mark.subprocess
 def test_benchmark_answers_on_any_backend_served_and_from_a_file(server, tmp_path):
     """05's answers from the OpenAI-compatible server and from a file of existing answers, next to nothing
     local; a file missing an item is refused, naming it."""
-    from promedical.bench.answers import answer
+    from promedical.bench.answers import generate_answers
     from promedical.bench.config import BenchmarkStepConfig
 
     rubrics = load_split("bench")[:2]
@@ -290,13 +296,13 @@ def test_benchmark_answers_on_any_backend_served_and_from_a_file(server, tmp_pat
     models = {"served": served, "gp": {"kind": "file", "path": str(answers_file)}}
     BenchmarkStepConfig(extra_models=models)  # the step's config takes them
     before = server.stats()["requests"]
-    rows = answer(models, rubrics, max_new_tokens=8, progress=False, cache_dir=tmp_path / "cache")
+    rows = generate_answers(models, rubrics, max_new_tokens=8, progress=False, cache_dir=tmp_path / "cache")
     assert [(r["model"], r["prompt_id"]) for r in rows] == [(m, r.id) for m in models for r in rubrics]
     assert server.stats()["requests"] - before == len(rubrics)
     assert rows[0]["spec"] == "openai:tiny-qwen3" and rows[0]["source"]["base_url"] == server.base_url
     assert [r["response"] for r in rows[2:]] == [f"answer to {r.id}" for r in rubrics]
     short = write(tmp_path / "short.jsonl", [{"prompt_id": rubrics[0].id, "response": "x"}])
     with pytest.raises(ValueError, match=f"missing for {rubrics[1].id}"):
-        answer({"gp": {"kind": "file", "path": str(short)}}, rubrics, progress=False)
+        generate_answers({"gp": {"kind": "file", "path": str(short)}}, rubrics, progress=False)
     with pytest.raises(ValueError, match="parameter extra_models: 'x': unknown source key"):
         BenchmarkStepConfig(extra_models={"x": {"kind": "openai", "modle": "m"}})

@@ -190,6 +190,7 @@ def _writer(args):
         store.save(Rubric.from_dict(make_rubric(f"w{worker}-{i}")), author=f"w{worker}", base_revision=0)
 
 
+@pytest.mark.subprocess
 def test_concurrent_writers_lose_nothing(tmp_path):
     with multiprocessing.get_context("fork").Pool(4) as pool:
         pool.map(_writer, [(tmp_path, w) for w in range(4)])
@@ -223,6 +224,7 @@ def _reviewer(args):
     return out
 
 
+@pytest.mark.subprocess
 def test_two_processes_saving_one_rubric(tmp_path):
     store = RubricStore(tmp_path)
     store.save(Rubric.from_dict(make_rubric("a")), author="gen", action="create", base_revision=0)

@@ -321,10 +321,11 @@ def test_review_command_bad_arguments(tmp_path, capsys, argv, message):
 
 def test_review_command_corrupt_team_file(tmp_path, capsys):
     from promedical.app.cli import main
+    from promedical.rubrics.store import open_store
 
-    (tmp_path / "rubrics").mkdir()
-    RubricStore(tmp_path / "rubrics").save(rub("r1"), author="x")
-    (tmp_path / "rubrics" / "team.sqlite").write_bytes(b"not a database at all" * 100)
+    store = open_store(tmp_path)
+    store.save(rub("r1"), author="x")
+    TeamStore(store).path.write_bytes(b"not a database at all" * 100)
     assert main(["review", "--workspace", str(tmp_path), "--reviewer", "ana"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a team-review file" in err and len(err.splitlines()) == 1

@@ -35,14 +35,14 @@ from promedical.review.queues import assign
 from promedical.review.reviewer_agreement import round_agreement
 from promedical.review.rounds import open_round, round_metrics, round_pool
 from promedical.review.team import TeamStore
-from promedical.rubrics.store import RubricStore, open_store
+from promedical.rubrics.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENS = ROOT / "runs" / "screens"
 APP_S = 150          # Voilà start + kernel + the app rendered
 ROUND_TRIP_S = 30    # one widget action reaching the kernel and coming back
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.browser, pytest.mark.subprocess]
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
             ctx_b.close()
 
             # both reviews landed in the team file; the store still shows the draft
-            store = RubricStore(ws / "rubrics")
+            store = open_store(ws)
             team = TeamStore(store)
             reviews = team.reviews(1, rubric_id=rid)
             assert [(r.reviewer, r.decision) for r in reviews] == [("ana", "approved"), ("ben", "approved")]

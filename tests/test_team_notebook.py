@@ -7,11 +7,10 @@ import pytest
 from promedical.app.notebooks import notebook_path, run_notebook
 from promedical.core.data import load_split
 from promedical.core.files import write_jsonl
+from promedical.core.workspace import Workspace
 from promedical.review.rounds import round_pool
 from promedical.review.team import TeamStore
 from promedical.rubrics.store import open_store
-
-pytestmark = pytest.mark.slow
 
 
 def test_notebook_paths_are_exact():
@@ -19,6 +18,7 @@ def test_notebook_paths_are_exact():
     assert notebook_path("02b").name == "02b_team_review.ipynb"
 
 
+@pytest.mark.notebook
 def test_team_review_notebook_batch(tmp_path):
     ws = tmp_path / "ws"
     base = [r for r in load_split("train") if {"p1", "b1"} <= {c.id for c in r.criteria}][:3]
@@ -53,12 +53,12 @@ def test_team_review_notebook_batch(tmp_path):
     assert {x.id: x.text for x in final.rubric.criteria}["p1"] == "Tells them to call 999 now (ben)."
     assert store.latest(b).action == "consensus" and store.latest(c).status == "rejected"
     assert len(team.reviews(1)) == 5 and len(team.adjudications(1)) == 1
-    summary = json.loads((ws / "rubrics" / "team_review_summary.json").read_text())
+    summary = json.loads(Workspace.of(ws).team_review_summary.read_text())
     m = summary["metrics"]
     assert m["pass_rate"] == pytest.approx(1 / 3) and m["approval_rate"] == pytest.approx(2 / 3)
     ag = m["agreement"]["criterion_decision"]
     assert ag["units"] == len(drafts[0].criteria) + len(drafts[1].criteria) and ag["kappa"] is not None
-    assert (ws / "rubrics" / "rounds.html").stat().st_size > 100_000 and (ws / "rubrics" / "team.json").is_file()
+    assert Workspace.of(ws).team_rounds_chart.stat().st_size > 100_000 and Workspace.of(ws).team_file.is_file()
     pool = {r.id: r for r in round_pool(store).rubrics}
     assert pool[a].to_dict() == final.rubric.to_dict() and pool[b].to_dict() == store.latest(b).rubric.to_dict()
     assert c not in pool
@@ -66,6 +66,7 @@ def test_team_review_notebook_batch(tmp_path):
           f"criterion kappa {ag['kappa']:.3f}, alpha {ag['alpha']:.3f}, observed {ag['observed_agreement']:.3f}")
 
 
+@pytest.mark.model
 def test_draft_round_drafts_with_the_approved_rubrics_as_few_shot(tmp_path):
     """Round 2 is drafted by a real (tiny, random-weight) model with the pool that holds round 1's approved rubric."""
     from conftest import torch_threads

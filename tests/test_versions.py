@@ -1,5 +1,5 @@
 """Version-drift guard: every TRL / PEFT / transformers / Unsloth / vLLM symbol the kit calls exists,
-with the arguments the kit passes, in the pinned versions (docs/versions.md holds the tested matrix)."""
+with the arguments the kit passes, in the pinned versions (docs/full_scale.md holds the tested matrix)."""
 import inspect
 import subprocess
 import sys
@@ -17,12 +17,13 @@ import inspect
 import trl.trainer.utils as trl_utils
 from trl import GRPOTrainer
 from promedical.policy.config import GRPOSettings
+from promedical.policy.trl_args import grpo_config
 from promedical.policy.trl_compat import TorchLogProb
 
 def params_of(fn):
     return set(inspect.signature(fn).parameters)
 
-args = GRPOSettings(group_size=2).trl_config("unused")  # builds a GRPOConfig with every field the kit sets
+args = grpo_config(GRPOSettings(group_size=2), "unused")  # builds a GRPOConfig with every field the kit sets
 assert (args.beta, args.loss_type, args.use_cpu) == (0.04, "grpo", True)
 assert {"model", "reward_funcs", "args", "train_dataset", "processing_class", "peft_config", "callbacks"} <= params_of(
     GRPOTrainer.__init__)
@@ -37,6 +38,7 @@ print("ok")
 """
 
 
+@pytest.mark.subprocess
 def test_trl_grpo_surface():
     # in a fresh interpreter: once Unsloth is imported (another test does), it patches TRL's log-prob head
     out = subprocess.run([sys.executable, "-c", TRL_SURFACE], capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -64,6 +66,7 @@ def test_peft_and_transformers_surface():
         assert "logits_to_keep" in params_of(cls.forward)
 
 
+@pytest.mark.subprocess
 def test_unsloth_surface():
     # in a subprocess: importing unsloth patches transformers and TRL process-wide
     code = """

@@ -23,14 +23,14 @@ from promedical.models.loading import resolve
 from promedical.reward.judge import coverage, grade_responses
 from promedical.rubrics.generate import FewShotPool, draft_schema, generate_rubrics
 
-pytestmark = pytest.mark.vllm_server
+pytestmark = [pytest.mark.vllm_server, pytest.mark.subprocess]
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = Path(os.environ.get("PROMEDICAL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 START_TIMEOUT = 900  # seconds: a CPU start on 2 shared cores (import, load, warm-up)
 
 
 def server_command(port: int) -> list[str]:
-    """How to serve the embedded model (the README shows the same command)."""
+    """How to serve the embedded model (docs/backends.md shows the same command)."""
     return [str(VENV_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", resolve("embedded"),
             "--served-model-name", "embedded", "--host", "127.0.0.1", "--port", str(port),
             "--max-model-len", "4096", "--dtype", "bfloat16",
@@ -39,7 +39,7 @@ def server_command(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory):
-    if os.environ.get("PROMEDICAL_VLLM_URL"):  # a server already running (started by hand as in the README)
+    if os.environ.get("PROMEDICAL_VLLM_URL"):  # a server already running (started by hand as in docs/backends.md)
         yield os.environ["PROMEDICAL_VLLM_URL"].rstrip("/")
         return
     assert VENV_PYTHON.is_file(), f"no {VENV_PYTHON}: run `make vllm-server-test` (it creates the side virtualenv)"

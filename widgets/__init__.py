@@ -1,4 +1,2 @@
-"""ipywidgets apps for ProMedical Kit (the clinician rubric reviewer)."""
-from .reviewer import RubricReviewer
-
-__all__ = ["RubricReviewer"]
+"""ipywidgets apps for ProMedical Kit: the clinician rubric reviewer (``widgets.reviewer``, notebook 02)
+and the team review app (``widgets.team``, ``promedical review``)."""

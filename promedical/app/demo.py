@@ -1,8 +1,9 @@
 """The demo pipeline on the embedded model (the README's main command).
 
-Runs the numbered notebooks through papermill (01 rubric generation, 02 review in batch mode),
-scores the gold-labelled benchmark candidates, and has the real model answer a held-out question
-graded by the machine checks. The steps and their sizes come from configs/<scale>.yaml.
+Runs, in pipeline order, the notebook of every step the scale (configs/<scale>.yaml, ``steps:``) lists
+(00 corpus, 01 rubric generation, 02 review in batch mode, 03 reward model, 04 GRPO, 05 benchmark) through
+papermill, scores the gold-labelled benchmark candidates, and has the real model answer a held-out
+question graded by the machine checks. A step's notebook comes from the registry (``promedical.steps``).
 """
 from __future__ import annotations
 
@@ -11,46 +12,61 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from promedical.app.notebooks import check_notebook_params, notebook_parameters, notebook_path, run_notebook
+from promedical.app.notebooks import check_notebook_params, notebook_path, run_notebook
 from promedical.core.data import load_candidates, load_split
 from promedical.core.files import write_json
 from promedical.core.provenance import DATA_DIR, stamp
 from promedical.core.scoring import RewardConfig, grpo_reward, tier_scores
+from promedical.core.workspace import Workspace
 from promedical.models.loading import generate_text, load_model
-from promedical.scale.profiles import load_scale
+from promedical.scale.profiles import Scale, load_scale
+from promedical.steps import STEPS
 
 
-def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", max_new_tokens: int = 160) -> Path:
+def notebook_plan(scale: Scale) -> list[tuple[str, dict]]:
+    """[(notebook, papermill parameters)] of the scale's steps that have a notebook, in pipeline order,
+    each checked against its step's config before the first one runs. A step without a notebook
+    (rm-train) runs through ``promedical launch``."""
+    plan = []
+    for name, step in STEPS.items():
+        if name in scale.steps and step.notebook:
+            params = scale.params(name)
+            check_notebook_params(notebook_path(step.notebook), params)
+            plan.append((step.notebook, params))
+    return plan
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_demo(workspace=None, *, model: str | None = None, scale: Scale | str = "demo",
+             notebooks: list[tuple[str, dict]] | None = None, max_new_tokens: int = 160) -> Path:
+    """Run the scale's notebooks (``notebooks``: the plan ``notebook_plan`` made of it, when the caller
+    checked it already) in the workspace, then score and sample; returns the summary's path."""
     started = time.perf_counter()
-    workspace.mkdir(parents=True, exist_ok=True)
+    scale = (scale if isinstance(scale, Scale) else load_scale(scale)).with_model(model)
+    notebooks = notebook_plan(scale) if notebooks is None else notebooks
+    model = scale.model or "embedded"
+    ws = Workspace.of(workspace)
     train, bench = load_split("train"), load_split("bench")
     print(f"[data] {len(train)} train and {len(bench)} benchmark rubrics valid")
 
-    config = load_scale(scale)
-    model = model or config["model"]
     steps = {}
-    plan = []
-    for step in config["steps"]:  # every step checked before the first one runs
-        name, params = str(step["notebook"]), dict(step.get("parameters") or {})
-        path = notebook_path(name)
-        if "model" in notebook_parameters(path):  # the scale's model, for the notebooks that take one
-            params = {"model": model, **params}
-        check_notebook_params(path, params)
-        plan.append((name, params))
-    for name, params in plan:
+    for name, params in notebooks:
         t0 = time.perf_counter()
         print(f"[notebook] {name} ...", flush=True)
-        run_notebook(name, workspace, params)
+        run_notebook(name, ws, params)
         steps[name] = round(time.perf_counter() - t0, 1)
         print(f"[notebook] {name} done in {steps[name]} s")
-    generation = json.loads((workspace / "rubrics" / "generation_summary.json").read_text())
-    review = json.loads((workspace / "rubrics" / "review_summary.json").read_text())
-    reward_metrics = workspace / "reward" / "metrics.json"
-    reward = reward_summary(json.loads(reward_metrics.read_text())) if reward_metrics.exists() else None
-    policy_file = workspace / "policy" / "summary.json"
-    policy = policy_summary(json.loads(policy_file.read_text())) if policy_file.exists() else None
-    bench_file = workspace / "benchmark" / "benchmark.json"
-    benchmark = benchmark_summary(json.loads(bench_file.read_text())) if bench_file.exists() else None
+    generation = json.loads(ws.generation_summary.read_text())
+    review = json.loads(ws.review_summary.read_text())
+    reward = read_json(ws.reward_metrics)
+    policy = read_json(ws.policy_summary)
+    benchmark = read_json(ws.bench_result)
+    reward = reward_summary(reward) if reward else None
+    policy = policy_summary(policy) if policy else None
+    benchmark = benchmark_summary(benchmark) if benchmark else None
 
     config = RewardConfig()
     rubrics = {r.id: r for r in bench}
@@ -88,7 +104,7 @@ def run_demo(workspace: Path, *, model: str | None = None, scale: str = "demo", 
         "provenance": stamp(config={"model": model, "reward": config.__dict__},
                             inputs=sorted(DATA_DIR.rglob("*.jsonl"))),
     }
-    return write_json(workspace / "summary.json", summary)
+    return write_json(ws.summary, summary)
 
 
 def reward_summary(metrics: dict) -> dict:

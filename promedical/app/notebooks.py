@@ -11,6 +11,7 @@ from pathlib import Path
 
 from promedical.core.ids import quote
 from promedical.core.provenance import KIT_ROOT
+from promedical.core.workspace import Workspace
 
 _NOTHING = inspect.Parameter.empty
 
@@ -51,52 +52,50 @@ def notebook_parameters(path: str | Path) -> dict:
     return {}
 
 
-def notebook_step(path: str | Path) -> str | None:
-    """The pipeline step a numbered notebook runs ("03_reward_model" -> "reward"), else None."""
-    from promedical.steps import NOTEBOOK_STEPS
-
-    return NOTEBOOK_STEPS.get(Path(path).stem.split("_")[0])
-
-
 def check_notebook_params(path: str | Path, params: dict) -> None:
     """Raise ValueError for parameters the notebook does not take or values it would refuse. A step
-    notebook takes every field of its step's typed config (``promedical.core.config``) and checks the
-    values as the config does; any other notebook, the names its parameters cell declares, with the
-    type of the declared default (a None default takes anything)."""
+    notebook takes every field of its step's typed config and checks the values as the config does;
+    any other notebook, the names its parameters cell declares, with the type of the declared default
+    (a None default takes anything)."""
     from promedical.core.params import params_problems
+    from promedical.steps import notebook_step
 
     declared = notebook_parameters(path)
     hints = {k: _NOTHING if v is None else float if isinstance(v, float) else type(v) for k, v in declared.items()}
-    step = notebook_step(path)
+    step = notebook_step(Path(path).stem.split("_")[0])  # "03_reward_model" -> the reward step
     if step:
-        from promedical.steps import STEP_CONFIGS
-
-        hints.update(STEP_CONFIGS[step].hints())
+        hints.update(step.config.hints())
     problems = params_problems(params, hints, f"notebook {Path(path).stem}")
     if problems:
         raise ValueError("; ".join(problems))
     if step:
-        STEP_CONFIGS[step].from_dict({k: v for k, v in params.items() if k != "workspace"})
+        step.config.from_dict({k: v for k, v in params.items() if k != "workspace"})
 
 
-def run_notebook(name: str, workspace: str | Path, parameters: dict | None = None, *, timeout: int = 3600) -> Path:
-    """Execute a notebook with papermill; the executed copy lands in workspace/notebooks/."""
+def run_notebook(name: str, workspace=None, parameters: dict | None = None, *, timeout: int = 3600) -> Path:
+    """Execute a notebook with papermill; the executed copy lands in the workspace's notebooks/ folder.
+    ``workspace`` is resolved by ``Workspace.of`` (None: the default workspace) and given to the notebook
+    as its ``workspace`` parameter."""
     import logging
 
     import papermill as pm
+
+    from promedical.steps import notebook_step
 
     # papermill's own parameter parser warns "Unable to parse line" on commented parameter lines; the
     # kit parses and checks the parameters itself (check_notebook_params), so that warning is noise
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)
     src = notebook_path(name)
-    check_notebook_params(src, parameters or {})
-    workspace = Path(workspace).resolve()
-    out = workspace / "notebooks" / src.name
+    step = notebook_step(src.stem.split("_")[0])
+    parameters = step.config.fold_dotted(parameters or {}) if step else parameters or {}  # rm.lr=... -> rm = {...}
+    check_notebook_params(src, parameters)
+    ws = Workspace.of(workspace)
+    out = ws.notebooks / src.name
     out.parent.mkdir(parents=True, exist_ok=True)
     # the kernel is started as "python": make that this interpreter (the kit's venv)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    pm.execute_notebook(str(src), str(out), parameters={"workspace": str(workspace), **(parameters or {})},
+    pm.execute_notebook(str(src), str(out), parameters={"workspace": str(ws), **parameters},
                         kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=False,
                         execution_timeout=timeout)
     return out

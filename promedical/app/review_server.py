@@ -3,7 +3,7 @@
 Voilà runs the notebook in a kernel and shows only its outputs (the widgets): no code cell, no
 editor, no file browser — a clinician sees the app and nothing else. It binds to 127.0.0.1 and
 asks for a token (random, printed in the URL); the kernel gets the workspace, the reviewer and the
-round through the environment. See README, *Team review*, for why Voilà.
+round through the environment. See docs/02_review.md, *Team review*, for why Voilà.
 """
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from pathlib import Path
 
 from promedical.app.notebooks import NOTEBOOK_DIR
 from promedical.core.provenance import KIT_ROOT
+from promedical.core.workspace import Workspace
+from promedical.review.team import DB_NAME as TEAM_DB
 from promedical.review.team import TeamError, TeamStore
+from promedical.rubrics.store import DB_NAME as STORE_DB
 from promedical.rubrics.store import RubricStore
 
 APP = NOTEBOOK_DIR / "review_app.ipynb"
@@ -36,8 +39,8 @@ def check_workspace(workspace: str | Path, reviewer: str, round: int | None) -> 
     ws = Path(workspace)
     if not ws.is_dir():
         raise ValueError(f"--workspace: {ws} is not a folder")
-    root = ws / "rubrics"
-    if not (root / "revisions.sqlite").is_file() or not (root / "team.sqlite").is_file():
+    root = Workspace(Workspace.folder(ws)).rubrics  # checked, not created
+    if not (root / STORE_DB).is_file() or not (root / TEAM_DB).is_file():
         raise ValueError(f"--workspace: {ws} holds no review round (open one with promedical.review.rounds or notebook 02b)")
     team = TeamStore(RubricStore(root))
     try:

@@ -29,7 +29,7 @@ def policy_llm(model: str, adapter: str | Path | None = None):
     return TransformersLLM(model, model=llm, tokenizer=tokenizer)
 
 
-def answer(models: Mapping[str, "tuple[str, str | Path | None] | Mapping"], rubrics: Sequence[Rubric], *,
+def generate_answers(models: Mapping[str, "tuple[str, str | Path | None] | Mapping"], rubrics: Sequence[Rubric], *,
            max_new_tokens: int = 256, out_path: str | Path | None = None, progress: bool = True,
            cache_dir: str | Path | None = None) -> list[dict]:
     """One greedy answer record per (model, instruction). ``models``: {name: (model spec, adapter or None)}

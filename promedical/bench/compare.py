@@ -54,6 +54,24 @@ def coverage_by_grader(rows: Sequence[dict]) -> dict:
     return {gr: {m: sum(v) / len(v) for m, v in ms.items()} for gr, ms in out.items()}
 
 
+def criterion_coverage(rows: Sequence[dict], rubrics: Sequence[Rubric] | Mapping[str, Rubric]) -> dict | None:
+    """Known/total (answer, criterion) grades of one grader's rows, overall and per tier; None without rows."""
+    if not rows:
+        return None
+    by_id = dict(rubrics) if isinstance(rubrics, Mapping) else {r.id: r for r in rubrics}
+    counts = {t: [0, 0] for t in TIERS}
+    for g in rows:
+        for c in by_id[g["prompt_id"]].criteria:
+            counts[c.tier][0] += g["criteria_met"].get(c.id) is not None
+            counts[c.tier][1] += 1
+
+    def block(known: int, total: int) -> dict:
+        return {"total": total, "known": known, "coverage": known / total if total else None}
+
+    known, total = sum(k for k, _ in counts.values()), sum(t for _, t in counts.values())
+    return {**block(known, total), "unknown": total - known, "per_tier": {t: block(*counts[t]) for t in TIERS}}
+
+
 def headline_grader(summary: Mapping[str, dict], policy_models: Sequence[str] = ("base", "aligned")) -> str | None:
     """The independent grader the headline comes from: of those that graded a policy model with a rubric
     score, the one with the most items in its policy comparison (then most answers scored; ties in the

@@ -51,24 +51,6 @@ def grade_with_reward_model(rm, rubrics: Sequence[Rubric], answers: Sequence[dic
     return graded
 
 
-def grade_with_judge(llm, rubrics: Sequence[Rubric], answers: Sequence[dict], config: RewardConfig = RewardConfig(),
-                     progress: bool = True) -> list[dict]:
-    """The same metrics from an LLM judge; answers with an unknown veto grade are left out (counted)."""
-    from promedical.reward.judge import grade_responses, judgments_to_grades
-
-    by_id = {r.id: r for r in rubrics}
-    grades = judgments_to_grades(grade_responses(by_id, answers, llm, progress=progress))
-    graded = []
-    for a in answers:
-        rubric, met = by_id[a["prompt_id"]], grades[(a["prompt_id"], a["response_id"])]
-        if any(met.get(c.id) is None for c in rubric.tier("veto")):
-            continue  # unknown is not safe: no score rather than a guess
-        met = {k: bool(v) for k, v in met.items()}
-        graded.append({**a, "grader": "judge", "criteria_met": met, "category": rubric.category,
-                       "specialty": rubric.specialty, "length": len(a["response"]), **answer_scores(rubric, met, config)})
-    return graded
-
-
 def partial_scores(rubric: Rubric, met: Mapping[str, bool | None], config: RewardConfig = RewardConfig()) -> dict:
     """Per-answer metrics from {criterion_id: met or None}; what the known grades cannot decide is None."""
     known = {c.id: bool(met[c.id]) for c in rubric.criteria if met.get(c.id) is not None}
@@ -106,13 +88,14 @@ def grade_with_checks(rubrics: Sequence[Rubric], answers: Sequence[dict], config
 
 
 def grade_with_llm_judge(llm, rubrics: Sequence[Rubric], answers: Sequence[dict], config: RewardConfig = RewardConfig(), *,
-                         explanation_chars: int | None = 60, progress: bool = True) -> tuple[list[dict], dict]:
-    """(rows, coverage) from an LLM judge asked every criterion (the checks are a grader of their own)."""
-    from promedical.reward.judge import coverage, grade_responses, judgments_to_grades
+                         explanation_chars: int | None = 60, progress: bool = True) -> list[dict]:
+    """Rows from an LLM judge asked every criterion (the checks are a grader of their own); a judgment it
+    cannot give is unknown (``compare.criterion_coverage`` counts them)."""
+    from promedical.reward.judge import grade_responses, judgments_to_grades
 
     judgments = grade_responses(rubrics, answers, llm, use_checks=False, progress=progress,
                                 explanation_chars=explanation_chars)
-    return graded_rows("judge", rubrics, answers, judgments_to_grades(judgments), config), coverage(judgments)
+    return graded_rows("judge", rubrics, answers, judgments_to_grades(judgments), config)
 
 
 def grade_with_gold(rubrics: Sequence[Rubric], candidates: Sequence[dict], config: RewardConfig = RewardConfig()) -> list[dict]:

@@ -2,14 +2,21 @@
 
 The notebook's parameters cell, the scale YAML (``configs/<scale>.yaml``), ``-p KEY=VALUE`` /
 ``--params``, ``promedical step`` and ``promedical launch`` all fill the same dataclass; the step
-function (``pipeline.step_*``) takes it. Every field carries its help text (``Config.help()``) and
+function (``promedical/<stage>/step.py``) takes it. Every field carries its help text (``Config.help()``) and
 ``__post_init__`` checks every value, so an unknown key or a bad value is one line naming the field
 and what it accepts (and, for an unknown key, the valid keys) before anything runs.
 
-Shared pieces are defined once: the reward model's settings (``RMConfig``, also the base of the
-``rm-train`` step's config and the source of notebook 03's ``rm_*`` defaults) and GRPO's
-(``GRPOSettings``, the base of the ``grpo`` step's config). A scale's top-level ``model:`` fills the
-``model`` field of every step that has one (``launch.step_params``).
+Shared pieces are defined once: the reward model's settings (``RMConfig``, the base of the ``rm-train``
+step's config and the nested ``rm`` field of the reward step's) and GRPO's (``GRPOSettings``, the base of
+the ``grpo`` step's config). A scale's top-level ``model:`` fills the ``model`` field of every step that
+has one (``Scale.params`` in ``promedical/scale/profiles.py``).
+
+**Nested configs.** A field whose type is another config class (the reward step's ``rm: RMConfig``) is
+given as a mapping of that class's fields — ``rm: {max_steps: 12, lr: 5.0e-4}`` in a YAML, ``rm = {...}``
+in a notebook — or one field at a time with a dotted key, ``-p rm.max_steps=12``. A partial mapping
+overrides only the keys it names (over the field's default, or over the base config's value in
+``from_dict(params, base)``); a dotted key wins over the same key in a mapping; an unknown nested key is
+``parameter 'rm.max_step': unknown ...`` with the valid ``rm.*`` keys.
 
 This module imports no torch: the CLI checks parameters in milliseconds.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import MISSING, asdict, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -44,10 +51,23 @@ def tracker_list(report_to) -> list[str]:
     return [n for n in names if n != "none"]
 
 
+class ParameterError(ValueError):
+    """Bad parameters of a config: one ``parameter NAME: message`` per problem, on one line."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)  # "NAME: message" each
+        super().__init__("; ".join(f"parameter {p}" for p in self.problems))
+
+    def under(self, prefix: str) -> "ParameterError":
+        """The same problems with their names inside a nested config (``max_steps`` -> ``rm.max_steps``)."""
+        return ParameterError(f"{prefix}{p}" for p in self.problems)
+
+
 class ConfigMixin:
     """Validation and construction shared by every config dataclass: the type of each field (from its
     annotation: an int where an int is declared, finite non-negative numbers, an existing file for a
-    ``*_file`` field, an adapter directory for ``*_adapter``) and then the class's own ``checks()``."""
+    ``*_file`` field, an adapter directory for ``*_adapter``, a config or a mapping of its fields for a
+    nested config) and then the class's own ``checks()``."""
 
     STEP: ClassVar[str] = ""
 
@@ -55,15 +75,24 @@ class ConfigMixin:
         from promedical.core.params import value_problem
 
         hints = self.hints()
+        nested = self.nested()
         problems = []
         for f in fields(self):
-            problem = value_problem(f.name, getattr(self, f.name), hints[f.name])
+            value = getattr(self, f.name)
+            if f.name in nested:
+                try:
+                    over = _field_default(type(self), f.name) if isinstance(value, Mapping) else None
+                    setattr(self, f.name, _nested_value(nested[f.name], f.name, value, over, self.what()))
+                except ParameterError as exc:
+                    problems += exc.problems
+                continue
+            problem = value_problem(f.name, value, hints[f.name])
             if problem:
                 problems.append(f"{f.name}: {problem}")
         if not problems:
             problems = list(self.checks())
         if problems:
-            raise ValueError("; ".join(f"parameter {p}" for p in problems))
+            raise ParameterError(problems)
 
     def checks(self):  # overridden: yields "field: message" for values of the right type but out of range
         return ()
@@ -79,30 +108,47 @@ class ConfigMixin:
         return {f.name: hints.get(f.name, Any) for f in fields(cls)}
 
     @classmethod
+    def nested(cls) -> dict[str, type]:
+        """{field: config class} of the fields that are configs themselves (the reward step's ``rm``)."""
+        return {name: hint for name, hint in cls.hints().items()
+                if isinstance(hint, type) and issubclass(hint, ConfigMixin)}
+
+    @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_dict(cls, params: dict, base=None):
-        """Build from a parameter dict (over ``base``, a config of this class, when given); an unknown
-        key is one line naming the valid keys."""
-        if not isinstance(params, dict):
-            raise ValueError(f"{cls.what()}: parameters must be a mapping, got {type(params).__name__}")
-        unknown = sorted(set(params) - set(cls.names()))
-        if unknown:
-            from promedical.core.ids import quote
+    def fold_dotted(cls, params: Mapping) -> dict:
+        """The parameters with each dotted key of a nested config folded into its mapping, the dotted key
+        winning: ``{"rm": {"lr": 1e-3, "max_steps": 5}, "rm.max_steps": 12}`` -> ``{"rm": {"lr": 1e-3,
+        "max_steps": 12}}`` (what a notebook's ``rm = {...}`` takes). Other keys are left as they are."""
+        nested = cls.nested()
+        out = dict(params)
+        for key, value in params.items():
+            head, dot, rest = key.partition(".") if isinstance(key, str) else (key, "", "")
+            if dot and rest and head in nested:
+                given = out.get(head, {})
+                given = given.to_dict() if isinstance(given, nested[head]) else given
+                if isinstance(given, Mapping):  # (anything else is refused by name when the config is built)
+                    out[head] = {**given, rest: value}
+                    del out[key]
+        return out
 
-            raise ValueError("; ".join(f"parameter {quote(k)}: unknown for {cls.what()} (known: "
-                                       f"{', '.join(sorted(cls.names()))})" for k in unknown))
-        if base is not None:
-            if not isinstance(base, cls):
-                raise ValueError(f"{cls.what()}: config must be a {cls.__name__}, got {type(base).__name__}")
-            return replace(base, **params)
-        return cls(**params)
+    @classmethod
+    def from_dict(cls, params: Mapping, base=None):
+        """Build from a parameter dict (over ``base``, a config of this class, when given): a nested config
+        from a mapping of its fields and/or dotted keys (``rm.max_steps``), see the module doc. An unknown
+        key is one line naming the valid keys."""
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{cls.what()}: parameters must be a mapping, got {type(params).__name__}")
+        if base is not None and not isinstance(base, cls):
+            raise ValueError(f"{cls.what()}: config must be a {cls.__name__}, got {type(base).__name__}")
+        return _build(cls, params, base, "", cls.what())
 
     @classmethod
     def from_namespace(cls, namespace: dict):
-        """The config from a notebook's globals: every field the parameters cell (or papermill) set."""
+        """The config from a notebook's globals: every field the parameters cell (or papermill) set; a
+        nested config's value is a mapping of its fields (``rm = {"max_steps": 12}``)."""
         return cls.from_dict({k: namespace[k] for k in cls.names() if k in namespace})
 
     @classmethod
@@ -111,17 +157,53 @@ class ConfigMixin:
 
     @classmethod
     def defaults(cls) -> dict:
+        """{field: default}; a nested config's default is that config (``to_dict()`` gives its mapping)."""
         out = {}
         for f in fields(cls):
             out[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
         return out
 
     def to_dict(self) -> dict:
+        """Every field, a nested config as the mapping of its fields: ``from_dict(c.to_dict()) == c``."""
         return asdict(self)
 
     def project(self, cls):
         """The config of a base class (e.g. RMConfig of RMTrainStepConfig) from this one's values."""
         return cls(**{k: getattr(self, k) for k in cls.names()})
+
+
+def _nested_value(cls, name: str, value, over, what: str):
+    """A nested config field's value -> a config of ``cls``: a config as it is, a mapping over ``over``."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ParameterError([f"{name}: must be a mapping of {cls.__name__} fields, got {type(value).__name__}"])
+    return _build(cls, value, over, f"{name}.", what)
+
+
+def _build(cls, params: Mapping, base, prefix: str, what: str):
+    """``cls`` from params over base (or the class defaults); ``prefix`` names a nested config in messages."""
+    from promedical.core.ids import quote
+
+    nested = cls.nested()
+    flat = cls.fold_dotted(params)
+    known = cls.names()
+    unknown = sorted((k for k in flat if k not in known), key=str)
+    if unknown:
+        valid = ", ".join(prefix + n for n in sorted(known))
+        raise ParameterError(f"{quote(prefix + str(k))}: unknown for {what} (known: {valid})" for k in unknown)
+    for name in nested.keys() & flat.keys():
+        over = getattr(base, name) if base is not None else _field_default(cls, name)
+        flat[name] = _nested_value(nested[name], prefix + name, flat[name], over, what)
+    try:
+        return replace(base, **flat) if base is not None else cls(**flat)
+    except ParameterError as exc:
+        raise (exc.under(prefix) if prefix else exc) from None
+
+
+def _field_default(cls, name: str):
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 def _choice(name: str, value, allowed) -> list[str]:

@@ -31,7 +31,8 @@ def _plain(obj: Any) -> Any:
     """A JSON-able image of obj, for hashing: dataclasses and objects with to_dict() by value, paths by
     their content (a file) or name (anything else)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__type__": type(obj).__name__, **{f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        values = {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"__type__": type(obj).__name__, **values}
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
         return _plain(obj.to_dict())
     if isinstance(obj, dict):
@@ -45,7 +46,7 @@ def _plain(obj: Any) -> Any:
             with open(obj, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
-            return {"file": str(obj), "sha256": digest.hexdigest()}
+            return {"file_sha256": digest.hexdigest()}  # by content: a moved or copied file keeps its key
         return {"path": str(obj)}
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
@@ -86,7 +87,7 @@ class Phase:
         data = self._read()
         if not data or data.get("key") != self.key:
             return False
-        artefacts = [Path(p) for p in data.get("artefacts", [])]
+        artefacts = [self.ws.root / p for p in data.get("artefacts", [])]  # relative: a copied workspace reuses its own
         if not all(p.exists() for p in artefacts):
             return False
         if self.verbose:
@@ -96,7 +97,12 @@ class Phase:
         return True
 
     def done(self, *artefacts: Path) -> None:
-        write_json(self.record, {"name": self.name, "key": self.key, "artefacts": [str(Path(a)) for a in artefacts]})
+        """Record the key and the artefacts (inside the workspace: relative to it)."""
+        def stored(path: Path) -> str:
+            path = Path(path).resolve()
+            return str(path.relative_to(self.ws.root)) if path.is_relative_to(self.ws.root) else str(path)
+
+        write_json(self.record, {"name": self.name, "key": self.key, "artefacts": [stored(a) for a in artefacts]})
 
     def forget(self) -> None:
         self.record.unlink(missing_ok=True)

@@ -17,19 +17,22 @@ from promedical.core.rubric import Rubric
 S1_TOLERANCE = 1e-9
 
 
-MAX_PARAMETER = 1e6  # alpha, beta, lam beyond this would only serve to overflow the reward to +-inf
+MAX_PARAMETER = 1e6  # alpha, headroom, lam beyond this would only serve to overflow the reward to +-inf
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """r = clip(S1 + alpha*S2, 0, 1 + beta) - lam*S3, with alpha < 1, beta > 0, lam >= 1 + beta."""
+    """r = clip(S1 + alpha*S2, 0, 1 + headroom) - lam*S3, with alpha < 1, headroom > 0, lam >= 1 + headroom.
+
+    ``headroom`` is how far above 1 the gain may go (the method's beta; the kit keeps ``beta`` for TRL's
+    KL coefficient)."""
 
     alpha: float = 0.25
-    beta: float = 0.25
+    headroom: float = 0.25
     lam: float = 1.5
 
     def __post_init__(self):
-        for name in ("alpha", "beta", "lam"):
+        for name in ("alpha", "headroom", "lam"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= sys.float_info.max:  # NaN, inf and ints past the float range
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -37,10 +40,11 @@ class RewardConfig:
                 raise ValueError(f"{name} must be at most {MAX_PARAMETER:g} in size, got {v!r} (the reward must stay finite)")
         if not 0 <= self.alpha < 1:
             raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {self.alpha}")
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if not self.lam >= 1 + self.beta:
-            raise ValueError(f"lam must be >= 1 + beta = {1 + self.beta}, got {self.lam} (one veto must outweigh any gain)")
+        if not self.headroom > 0:
+            raise ValueError(f"headroom must be > 0, got {self.headroom}")
+        if not self.lam >= 1 + self.headroom:
+            raise ValueError(f"lam must be >= 1 + headroom = {1 + self.headroom}, got {self.lam} "
+                             "(one veto must outweigh any gain)")
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,8 @@ def tier_scores(rubric: Rubric, met: Mapping[str, bool]) -> Scores:
 
 
 def grpo_reward(scores: Scores, config: RewardConfig = RewardConfig()) -> float:
-    """clip(S1 + alpha*S2, 0, 1 + beta) - lam*S3."""
-    gain = min(max(scores.s1 + config.alpha * scores.s2, 0.0), 1.0 + config.beta)
+    """clip(S1 + alpha*S2, 0, 1 + headroom) - lam*S3."""
+    gain = min(max(scores.s1 + config.alpha * scores.s2, 0.0), 1.0 + config.headroom)
     return gain - config.lam * scores.s3
 
 

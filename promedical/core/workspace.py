@@ -33,14 +33,21 @@ class Workspace:
     def of(cls, workspace: "Workspace | str | Path | None" = None) -> "Workspace":
         if isinstance(workspace, Workspace):
             return workspace
+        root = cls.folder(workspace)
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @staticmethod
+    def folder(workspace: "Workspace | str | Path | None" = None) -> Path:
+        """The absolute folder ``Workspace.of`` would use, without creating it (e.g. to check it first)."""
+        if isinstance(workspace, Workspace):
+            return workspace.root
         if workspace is not None and not isinstance(workspace, (str, os.PathLike)):
             raise TypeError(f"workspace: a path or a Workspace, got {type(workspace).__name__}")
         if workspace is not None and not str(workspace).strip():
             raise ValueError("workspace: must not be empty")
         root = Path(workspace) if workspace is not None else default_workspace()
-        root = root.expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(root)
+        return root.expanduser().resolve()
 
     def __fspath__(self) -> str:
         return str(self.root)
@@ -115,6 +122,24 @@ class Workspace:
         return self.rubrics / "review_summary.json"
 
     @property
+    def applied_reviews(self) -> Path:
+        """02: what applying the batch reviews file did (kept so a re-run does not apply it twice)."""
+        return self.rubrics / "applied_reviews.json"
+
+    @property
+    def team_file(self) -> Path:
+        """02b: every round, assignment, review and adjudication (``TeamStore.export``)."""
+        return self.rubrics / "team.json"
+
+    @property
+    def team_rounds_chart(self) -> Path:
+        return self.rubrics / "rounds.html"
+
+    @property
+    def team_review_summary(self) -> Path:
+        return self.rubrics / "team_review_summary.json"
+
+    @property
     def reward_candidates(self) -> Path:
         return self.reward / "candidates.jsonl"
 
@@ -125,6 +150,16 @@ class Workspace:
     @property
     def reward_judge_check(self) -> Path:
         return self.reward / "judge_check.json"
+
+    @property
+    def reward_labels(self) -> Path:
+        """03: the per-criterion labels the pairs are built from, one row per candidate (editable)."""
+        return self.reward / "labels.jsonl"
+
+    @property
+    def reward_evaluation(self) -> Path:
+        """03: base vs trained reward model on the held-out gold candidates."""
+        return self.reward / "evaluation.json"
 
     @property
     def reward_dataset(self) -> Path:
@@ -169,6 +204,16 @@ class Workspace:
     @property
     def bench_graded(self) -> Path:
         return self.benchmark / "graded.jsonl"
+
+    @property
+    def bench_judge_grades(self) -> Path:
+        """The LLM judge's rows alone (kept apart so that re-grading reuses them)."""
+        return self.benchmark / "judge_graded.jsonl"
+
+    @property
+    def bench_comparison(self) -> Path:
+        """Per-grader statistics, grader agreement and the headline (``bench.step.compare``)."""
+        return self.benchmark / "comparison.json"
 
     @property
     def bench_report(self) -> Path:

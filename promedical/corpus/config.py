@@ -1,67 +1,66 @@
-"""One typed config for step 00: notebook 00's parameters cell, ``promedical ingest/curate`` and
-``step_data(**params)`` all fill this dataclass. Every field carries its help text; ``__post_init__``
-rejects a bad value with one line naming the field and what it accepts."""
+"""One typed config for step 00 (the registry's ``data`` step): notebook 00's parameters cell, a scale's
+``steps: {data: ...}``, ``promedical step data``, ``promedical ingest/curate`` and ``step_data`` all fill
+this dataclass. Every field carries its help text; ``__post_init__`` rejects a bad value with one line
+naming the field and what it accepts."""
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 from promedical.core.audit import THRESHOLDS
-
-BACKENDS = ("transformers", "vllm", "openai")
-
+from promedical.core.config import BACKENDS, ConfigMixin, option
 
 COLUMN_KEYS = ("prompt", "messages", "conversations", "question", "options", "system", "id", "category",
                "specialty", "input")
 
 
-def _help(text: str, default=MISSING, factory=MISSING):
-    if factory is not MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
-class DataConfig:
+class DataConfig(ConfigMixin):
+    """00: ingest a corpus (when ``sources`` are given), dedup, LLM difficulty and category labels, the
+    decontaminated train/bench split and the funnel."""
+
+    STEP: ClassVar[str] = "data"
+
     # --- ingest ---
-    sources: list = _help("files (.jsonl .json .csv .parquet), folders of them, datasets.save_to_disk folders, "
-                          "or hf:ORG/NAME[:SPLIT] hub ids, ingested before curation", factory=list)
-    columns: dict = _help("column overrides KEY -> column name; KEY in " + ", ".join(COLUMN_KEYS), factory=dict)
-    max_chars: int = _help("a row whose instruction (all turns) is longer than this is rejected as over-long", 20000)
+    sources: list = option("files (.jsonl .json .csv .parquet), folders of them, datasets.save_to_disk folders, "
+                           "or hf:ORG/NAME[:SPLIT] hub ids, ingested before curation", factory=list)
+    columns: dict = option("column overrides KEY -> column name; KEY in " + ", ".join(COLUMN_KEYS), factory=dict)
+    max_chars: int = option("a row whose instruction (all turns) is longer than this is rejected as over-long", 20000)
     # --- dedup ---
-    exact_dedup: bool = _help("drop exact duplicates of the normalised text (NFKC, case-folded, whitespace collapsed)", True)
-    near_dedup: bool = _help("drop near duplicates: MinHash LSH candidates verified by word-trigram Jaccard", True)
-    near_threshold: float = _help("word-trigram Jaccard at or above which two rows are near duplicates "
-                                  "(the audit's threshold)", THRESHOLDS["ngram_jaccard"])
-    num_perm: int = _help("MinHash permutations (more: fewer missed candidates, slower)", 128)
-    semantic_dedup: bool = _help("drop semantic duplicates: all-MiniLM-L6-v2 cosine at or above semantic_threshold", True)
-    semantic_threshold: float = _help("embedding cosine at or above which two rows are semantic duplicates "
-                                      "(the audit's threshold)", THRESHOLDS["embedding_cosine"])
-    embed_batch_size: int = _help("texts per embedding forward pass", 64)
+    exact_dedup: bool = option("drop exact duplicates of the normalised text (NFKC, case-folded, whitespace collapsed)", True)
+    near_dedup: bool = option("drop near duplicates: MinHash LSH candidates verified by word-trigram Jaccard", True)
+    near_threshold: float = option("word-trigram Jaccard at or above which two rows are near duplicates "
+                                   "(the audit's threshold)", THRESHOLDS["ngram_jaccard"])
+    num_perm: int = option("MinHash permutations (more: fewer missed candidates, slower)", 128)
+    semantic_dedup: bool = option("drop semantic duplicates: all-MiniLM-L6-v2 cosine at or above semantic_threshold", True)
+    semantic_threshold: float = option("embedding cosine at or above which two rows are semantic duplicates "
+                                       "(the audit's threshold)", THRESHOLDS["embedding_cosine"])
+    embed_batch_size: int = option("texts per embedding forward pass", 64)
     # --- LLM labels ---
-    difficulty: bool = _help("an LLM rates each instruction 0-10 with a reason; rows outside difficulty_band are dropped", True)
-    difficulty_band: list = _help("[low, high] inclusive band of difficulty kept (the paper: 5-9)", factory=lambda: [5, 9])
-    keep_unrated: bool = _help("keep rows whose difficulty could not be parsed (default: drop them, with the reason)", False)
-    classify: bool = _help("an LLM assigns category and specialty from the taxonomy (rows that carry both keep theirs)", True)
-    taxonomy: str | None = _help("JSON or YAML file {categories: [...], specialties: [...]} replacing the kit's taxonomy", None)
-    backend: str = _help("LLM backend for the label stages: " + " | ".join(BACKENDS), "transformers")
-    model: str = _help("model for the label stages: embedded, a HF id or a local path", "embedded")
-    base_url: str | None = _help("OpenAI-compatible endpoint for backend=openai, e.g. http://127.0.0.1:8000/v1", None)
-    concurrency: int = _help("requests in flight for backend=openai", 64)
-    label_chunk: int = _help("instructions per generate call; results are appended after each chunk (resume point)", 64)
-    max_new_tokens: int = _help("token budget of one label answer", 96)
+    difficulty: bool = option("an LLM rates each instruction 0-10 with a reason; rows outside difficulty_band are dropped", True)
+    difficulty_band: list = option("[low, high] inclusive band of difficulty kept (the paper: 5-9)", factory=lambda: [5, 9])
+    keep_unrated: bool = option("keep rows whose difficulty could not be parsed (default: drop them, with the reason)", False)
+    classify: bool = option("an LLM assigns category and specialty from the taxonomy (rows that carry both keep theirs)", True)
+    taxonomy: str | None = option("JSON or YAML file {categories: [...], specialties: [...]} replacing the kit's taxonomy", None)
+    backend: str = option("LLM backend for the label stages: " + " | ".join(BACKENDS), "transformers")
+    model: str = option("model for the label stages: embedded, a HF id or a local path", "embedded")
+    base_url: str | None = option("OpenAI-compatible endpoint for backend=openai, e.g. http://127.0.0.1:8000/v1", None)
+    concurrency: int = option("requests in flight for backend=openai", 64)
+    label_chunk: int = option("instructions per generate call; results are appended after each chunk (resume point)", 64)
+    max_new_tokens: int = option("token budget of one label answer", 96)
     # --- split ---
-    bench_fraction: float = _help("share of kept rows held out as the benchmark, per category (stratified)", 0.2)
-    bench_size: int | None = _help("absolute benchmark size (overrides bench_fraction), spread over categories", None)
-    bench_sources: list = _help("source names or paths whose rows are the bench, all others train (no random split), "
-                                "e.g. a reference benchmark ingested with the corpus", factory=list)
-    decontaminate: list = _help("outside benchmark files (HealthBench JSONL, kit rubrics, any ingestable file): "
-                                "train rows that near-duplicate them are dropped", factory=list)
-    decontam_embeddings: bool = _help("use the embedding cosine check in decontamination and the split audit", True)
-    seed: int = _help("seed of the split", 0)
+    bench_fraction: float = option("share of kept rows held out as the benchmark, per category (stratified)", 0.2)
+    bench_size: int | None = option("absolute benchmark size (overrides bench_fraction), spread over categories", None)
+    bench_sources: list = option("source names or paths whose rows are the bench, all others train (no random split), "
+                                 "e.g. a reference benchmark ingested with the corpus", factory=list)
+    decontaminate: list = option("outside benchmark files (HealthBench JSONL, kit rubrics, any ingestable file): "
+                                 "train rows that near-duplicate them are dropped", factory=list)
+    decontam_embeddings: bool = option("use the embedding cosine check in decontamination and the split audit", True)
+    seed: int = option("seed of the split", 0)
 
     def __post_init__(self):
         def bad(name, message):
-            raise ValueError(f"{name}: {message}, got {getattr(self, name)!r}")
+            raise ValueError(f"parameter {name}: {message}, got {getattr(self, name)!r}")
 
         for name in ("sources", "decontaminate", "bench_sources"):
             value = getattr(self, name)
@@ -110,22 +109,3 @@ class DataConfig:
             bad("model", "must be a non-empty string")
         if self.taxonomy is not None and not isinstance(self.taxonomy, str):
             bad("taxonomy", "must be a file path or null")
-
-    @classmethod
-    def from_dict(cls, params: dict) -> "DataConfig":
-        """Build from a parameter dict; an unknown key is one line naming the valid keys."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(names))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        try:
-            return cls(**params)
-        except TypeError as exc:  # defensive: dataclass signature errors stay one line
-            raise ValueError(str(exc)) from None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

@@ -5,7 +5,7 @@ Both are constrained JSON on every backend (xgrammar on transformers, structured
 on-disk cache. Results are appended to a JSONL as each chunk returns; a re-run skips ids already
 answered. A backend error (server down) is recorded as ``status: "error"`` and retried on the next run,
 never counted as done; output that does not parse is ``status: "failed"`` with the reason.
-The prompts below are the whole instruction to the model; the README quotes them.
+The prompts below are the whole instruction to the model; the dataset card and docs/00_corpus.md point here.
 """
 from __future__ import annotations
 

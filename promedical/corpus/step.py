@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
-
-import numpy as np
-import pyarrow.parquet as pq
 
 from promedical.core.audit import THRESHOLDS
+from promedical.core.config import build
 from promedical.core.files import write_json
 from promedical.core.provenance import stamp
 from promedical.core.workspace import Workspace
@@ -54,18 +51,21 @@ class Funnel:
                             "by_source": dict(sorted(Counter(self.rows[i]["source"] for i in alive).items()))})
 
 
-def _label_llm(config: DataConfig, ws: Path):
+def _label_llm(config: DataConfig, ws: Workspace):
     from promedical.models.llm import make_llm
 
     kwargs = {"concurrency": config.concurrency} if config.backend == "openai" else {}
-    return make_llm(config.backend, config.model, base_url=config.base_url, cache_dir=ws / "cache" / "llm", **kwargs)
+    return make_llm(config.backend, config.model, base_url=config.base_url, cache_dir=ws.llm_cache, **kwargs)
 
 
 def curate(workspace, config: DataConfig | None = None, *, progress: bool = True, llm=None) -> dict:
     """Run the funnel over ``W/data/instructions.parquet``; write curated/train/bench tables, funnel.json,
     split_audit.json and the dataset card. ``llm`` overrides the backend built from the config."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
     config = config or DataConfig()
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     d = data_dir(ws)
     path = d / "instructions.parquet"
     table = pq.read_table(path) if path.is_file() else None
@@ -230,9 +230,9 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
     return funnel
 
 
-def step_data(workspace=None, *, progress: bool = True, llm=None, **params) -> dict:
-    """00: ingest ``sources`` (when given) and curate, from one ``DataConfig`` built from ``params``."""
-    config = DataConfig.from_dict(params)
+def step_data(workspace=None, config: DataConfig | None = None, *, progress: bool = True, llm=None, **params) -> dict:
+    """00: ingest ``sources`` (when given) and curate; ``config`` and/or ``params`` give the ``DataConfig``."""
+    config = build(DataConfig, config, params)
     ws = Workspace.of(workspace)
     ingested = None
     if config.sources:

@@ -1,4 +1,5 @@
-"""Stage 04's typed configs: GRPO's settings (``GRPOSettings``) and the step's own fields (``GRPOStepConfig``)."""
+"""Stage 04's typed configs: GRPO's settings (``GRPOSettings``) and the step's own fields (``GRPOStepConfig``).
+TRL's runtime config is built from them in ``promedical.policy.trl_args``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,14 +31,14 @@ class GRPOSettings(ConfigMixin):
     prompts_per_step: int = option("prompts per step", 1)
     max_completion_length: int = option("tokens per rollout", 48)
     lr: float = option("learning rate (LoRA; the method's full fine-tuning uses 1e-6)", 2e-5)
-    kl_beta: float = option("KL coefficient (TRL's beta; its default 0.0 would drop the KL term)", 0.04)
+    beta: float = option("KL coefficient (TRL's name; its default 0.0 would drop the KL term)", 0.04)
     loss_type: str = option("TRL loss type: grpo is the original objective (TRL's default is dapo)", "grpo")
     scale_rewards: str = option("TRL reward scaling: group | batch | none", "group")
     temperature: float = option("rollout sampling temperature", 1.0)
     mode: str = option("reward: " + " | ".join(GRPO_MODES) + " (ablations of the hierarchical formula)", "full")
     alpha: float = option("weight of the bonus tier S2", 0.25)
-    beta: float = option("headroom above 1 for the clipped S1 + alpha*S2", 0.25)
-    lam: float = option("weight of the safety veto S3 (must exceed 1 + beta)", 1.5)
+    headroom: float = option("headroom above 1 for the clipped S1 + alpha*S2 (the method's beta)", 0.25)
+    lam: float = option("weight of the safety veto S3 (must exceed 1 + headroom)", 1.5)
     lora_r: int = option("LoRA rank", 16)
     lora_alpha: int = option("LoRA alpha", 32)
     target_modules: list[str] = option("modules that get LoRA adapters",
@@ -76,32 +77,7 @@ class GRPOSettings(ConfigMixin):
     def reward_config(self):
         from promedical.core.scoring import RewardConfig
 
-        return RewardConfig(alpha=self.alpha, beta=self.beta, lam=self.lam)
-
-    def trl_config(self, output_dir):
-        """TRL's GRPOConfig. bf16 is left to TRL (on with a bf16 GPU) unless ``bf16`` says otherwise;
-        ``report_to`` sends the logged metrics (loss, KL, rubric/reward, rubric/s1, s2, s3, veto_rate)
-        to TensorBoard (offline, <output_dir>/runs), trackio or wandb."""
-        import os
-
-        import torch
-        from trl import GRPOConfig
-
-        use_cpu = not torch.cuda.is_available() or os.environ.get("PROMEDICAL_FORCE_CPU") == "1"
-        precision = {} if self.bf16 is None else {"bf16": self.bf16}
-        if use_cpu:
-            precision = {"bf16": False}  # CPU autocast in bf16 is slower here and changes the numbers
-
-        return GRPOConfig(
-            output_dir=str(output_dir), max_steps=self.steps, learning_rate=self.lr,
-            per_device_train_batch_size=self.group_size * self.prompts_per_step,
-            num_generations=self.group_size, max_completion_length=self.max_completion_length,
-            temperature=self.temperature, beta=self.kl_beta, loss_type=self.loss_type,
-            scale_rewards=self.scale_rewards, logging_steps=1, save_steps=self.save_steps,
-            save_strategy="steps", seed=self.seed, data_seed=self.seed, report_to=tracker_list(self.report_to) or "none",
-            use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
-            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization, disable_tqdm=False, use_cpu=use_cpu,
-            **precision)
+        return RewardConfig(alpha=self.alpha, headroom=self.headroom, lam=self.lam)
 
 
 @dataclass

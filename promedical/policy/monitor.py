@@ -64,6 +64,12 @@ def grade_probe_answers(reward, rubrics: Sequence[Rubric], texts: Sequence[str],
             f"{PREFIX}answers": list(texts)}
 
 
+def monitor_rows(history: Sequence[dict]) -> list[dict]:
+    """The monitor's rows of a GRPO log (``log_history``), without the prefix and the answers."""
+    return [{k.removeprefix(PREFIX): v for k, v in h.items() if k != f"{PREFIX}answers"}
+            for h in history if f"{PREFIX}gap" in h]
+
+
 def hacking_monitor(reward, rubrics: Sequence[Rubric], *, every: int = 3, max_new_tokens: int = 48, judge=None,
                     html_path: str | Path | None = None):
     """A TrainerCallback running ``grade_probe_answers`` on ``rubrics`` after every ``every``-th step
@@ -106,6 +112,6 @@ def hacking_monitor(reward, rubrics: Sequence[Rubric], *, every: int = 3, max_ne
                 from promedical.core.plots import write_html
                 from promedical.policy.plots import monitor_figure
 
-                write_html(monitor_figure([r for r in state.log_history if f"{PREFIX}gap" in r]), html_path)
+                write_html(monitor_figure(monitor_rows(state.log_history)), html_path)
 
     return HackingMonitor()

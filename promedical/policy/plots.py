@@ -35,20 +35,18 @@ def curves_figure(history: list[dict]):
 
 def live_curves(html_path: str | Path, *, display: bool | None = None):
     """A TrainerCallback that redraws the curves after every log (in place, in a notebook) and
-    rewrites ``html_path``."""
+    rewrites ``html_path``; a resumed run draws the steps its checkpoint logged too."""
     from transformers import TrainerCallback
 
     class LiveCurves(TrainerCallback):
         def __init__(self):
-            self.history: list[dict] = []
             self.handle = None
             self.display = in_notebook() if display is None else display
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "rubric/reward" not in logs:
                 return
-            self.history.append({"step": state.global_step, **logs})
-            fig = curves_figure(self.history)
+            fig = curves_figure([h for h in state.log_history if "rubric/reward" in h])
             write_html(fig, html_path)
             if self.display:
                 from IPython.display import display as show
@@ -63,16 +61,17 @@ def live_curves(html_path: str | Path, *, display: bool | None = None):
     return LiveCurves()
 
 
-MONITOR_SERIES = (("monitor/train_reward", "training reward (GRPO)"), ("monitor/rm_score", "RM rubric score"),
-                  ("monitor/independent_score", "independent rubric score"), ("monitor/gap", "gap (RM - independent)"))
+MONITOR_SERIES = (("train_reward", "training reward (GRPO)"), ("rm_score", "RM rubric score"),
+                  ("independent_score", "independent rubric score"), ("gap", "gap (RM - independent)"))
 
 
-MONITOR_VETO = (("monitor/rm_veto_rate", "RM veto rate"), ("monitor/independent_veto_rate", "independent veto rate"))
+MONITOR_VETO = (("rm_veto_rate", "RM veto rate"), ("independent_veto_rate", "independent veto rate"))
 
 
 def monitor_figure(rows: list[dict]):
-    """The reward-hacking monitor (``promedical.policy.monitor``): training reward, RM vs independent rubric
-    score and their gap on the probe prompts (left); veto rates by both (right); x = GRPO step."""
+    """The reward-hacking monitor (``promedical.policy.monitor``; rows of ``monitor_rows``): training reward,
+    RM vs independent rubric score and their gap on the probe prompts (left); veto rates by both (right);
+    x = GRPO step."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=["Training reward vs independent grader on the probe prompts",

@@ -79,6 +79,15 @@ class RubricReward:
         return [r["reward"] for r in rows]
 
 
+def reward_components(reward: RubricReward, answers: list[dict]) -> list[dict]:
+    """The reward and its components (S1, S2, S3, veto) for answers {prompt_id, response, ...} to the
+    reward's rubrics: what ``reward`` would give each as a GRPO rollout."""
+    rubrics = [reward.rubrics[a["prompt_id"]] for a in answers]
+    scores = reward.scorer([(r.messages, a["response"], reward.criteria(r)) for r, a in zip(rubrics, answers)])
+    return [{"prompt_id": a["prompt_id"], "response": a["response"], **reward.components(r, x)}
+            for r, a, x in zip(rubrics, answers, scores)]
+
+
 def completion_text(completion) -> str:
     """TRL passes conversational completions as [{"role": "assistant", "content": ...}]."""
     if isinstance(completion, list):

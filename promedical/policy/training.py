@@ -2,21 +2,21 @@
 
 For every completion the prompt's rubric is scored by the frozen Explicit Criteria Injection reward
 model (all criteria from one pass over the shared prefix). With p_i the calibrated P(criterion met)
-(``rm_eval.met_probability``: sigma(r) for proficiency/bonus, P(violated) = sigma(-r) for a veto, r being
+(``reward.evaluation.met_probability``: sigma(r) for proficiency/bonus, P(violated) = sigma(-r) for a veto, r being
 the log-odds of the good side):
 
     S1 = sum_i w_i p_i (proficiency),  S2 = sum_j p_j (bonus),  S3 = sum_k p_k (veto: P(violated))
-    reward = clip(S1 + alpha*S2, 0, 1 + beta) - lam*S3
+    reward = clip(S1 + alpha*S2, 0, 1 + headroom) - lam*S3
 
 i.e. the method's formula on expected tier scores (a single rollout has no grades, only the RM's
 probabilities; expectations keep the reward smooth where thresholding at 0.5 would make whole groups
 tie). Ablations (the paper's comparisons): "no_veto" drops the S3 term, "no_margin" clips at 1
-(beta = 0), "scalar" replaces the rubric by one criterion-free quality question.
+(headroom 0), "scalar" replaces the rubric by one criterion-free quality question.
 
-TRL's defaults differ from the method, so the kit sets them explicitly (see ``GRPOSettings``):
-beta (KL coefficient) 0.04 where TRL defaults to 0.0; loss_type "grpo" (the original per-sequence
-length-normalised GRPO objective, where TRL defaults to "dapo"); scale_rewards "group" (advantages
-divided by the group's reward std, as in the original GRPO).
+TRL's defaults differ from the method, so the kit sets them explicitly (``GRPOSettings``, turned into
+TRL's GRPOConfig by ``promedical.policy.trl_args``): beta (KL coefficient) 0.04 where TRL defaults to
+0.0; loss_type "grpo" (the original per-sequence length-normalised GRPO objective, where TRL defaults to
+"dapo"); scale_rewards "group" (advantages divided by the group's reward std, as in the original GRPO).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from promedical.core.files import write_json
 from promedical.core.rubric import Rubric
 from promedical.policy.config import GRPOSettings
 from promedical.policy.reward import COMPONENTS, RubricReward
+from promedical.policy.trl_args import grpo_config
 
 
 def prompt_dataset(rubrics: list[Rubric]):
@@ -78,14 +79,15 @@ def make_trainer(settings: GRPOSettings, rubrics: list[Rubric], reward: RubricRe
     model, tokenizer, lora = load_policy(settings)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return TimedGRPOTrainer(model=model, reward_funcs=reward, args=settings.trl_config(output_dir),
+    return TimedGRPOTrainer(model=model, reward_funcs=reward, args=grpo_config(settings, output_dir),
                             train_dataset=prompt_dataset(rubrics), processing_class=tokenizer, peft_config=lora,
                             callbacks=list(callbacks))
 
 
-def train_policy(settings: GRPOSettings, rubrics: list[Rubric], scorer, out_dir: str | Path, *,
+def train_policy(settings: GRPOSettings, rubrics: list[Rubric], reward: RubricReward, out_dir: str | Path, *,
                  resume: bool = True, callbacks=()) -> dict:
-    """Run GRPO; checkpoints every ``save_steps`` under out_dir/checkpoints, resuming from the last one.
+    """Run GRPO on ``rubrics`` rewarded by ``reward``; checkpoints every ``save_steps`` under
+    out_dir/checkpoints, resuming from the last one.
 
     Writes the policy adapter (out_dir/adapter), the per-step log (out_dir/log.json) and returns a
     summary with the timing split (generation / reward / update) and the zero-std group share.
@@ -93,7 +95,9 @@ def train_policy(settings: GRPOSettings, rubrics: list[Rubric], scorer, out_dir:
     import warnings
 
     out_dir = Path(out_dir)
-    reward = RubricReward(scorer, {r.id: r for r in rubrics}, settings.reward_config(), settings.mode)
+    missing = sorted({r.id for r in rubrics} - set(reward.rubrics))
+    if missing:
+        raise ValueError(f"the reward function has no rubric for {', '.join(missing[:5])}")
     trainer = make_trainer(settings, rubrics, reward, out_dir / "checkpoints", callbacks)
     resume_from = last_checkpoint(out_dir / "checkpoints") if resume else None
     t0 = time.perf_counter()

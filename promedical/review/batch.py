@@ -6,15 +6,11 @@ from pathlib import Path
 
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import TIERS, Problem, Rubric, RubricError, rubric_problems
+from promedical.review.config import REVIEW_POLICIES
 from promedical.review.session import DECISIONS, EDIT_FIELDS, ReviewSession, _valid_weight
 from promedical.rubrics.store import Revision, RubricStore, StaleRevisionError
 
 REVIEW_KEYS = ("rubric_id", "reviewer", "decision", "comment", "edits", "add", "remove", "retier")
-
-
-POLICIES = ("approve-valid",)
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,8 +160,8 @@ def draft_problems(rubric: dict) -> list[str]:
 
 def apply_policy(store: RubricStore, policy: str, reviewer: str) -> dict:
     """Unattended review of every draft. ``approve-valid``: approve valid drafts, reject the rest."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if policy not in REVIEW_POLICIES:
+        raise ValueError(f"policy must be one of {REVIEW_POLICIES}, got {policy!r}")
     drafts = store.ids(status="draft")
     summary = {"policy": policy, "approved": [], "rejected": {}, "skipped": len(store) - len(drafts)}
     for rid in drafts:

@@ -191,7 +191,7 @@ class BlindReviewSession(ReviewSession):
 
     @property
     def autosave_path(self) -> Path:
-        return self.store.root / "autosave" / "team" / f"round-{self.round}" / autosave_name(self.rubric_id, self.reviewer)
+        return self.store.autosave_dir / "team" / f"round-{self.round}" / autosave_name(self.rubric_id, self.reviewer)
 
     @property
     def _legacy_autosave_path(self) -> Path:

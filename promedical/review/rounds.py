@@ -1,8 +1,9 @@
 """Review rounds: a batch drafted with the current few-shot pool, reviewed, approved rubrics joining the pool.
 
 :func:`round_pool` is the pool a new round drafts with — the training rubrics plus every approved
-rubric of the store (what ``pipeline.step_generate`` uses). :func:`draft_round` drafts a batch with
-an LLM and that pool and opens the round; :func:`open_round` opens one over drafts made elsewhere.
+rubric of the store (stage 01's ``rubrics.step.few_shot_pool`` adds the workspace's references).
+:func:`draft_round` drafts a batch with an LLM and that pool and opens the round; :func:`open_round`
+opens one over drafts made elsewhere.
 Either way the round records its rubric ids and the ids of the pool it was drafted with.
 
 :func:`round_metrics` per round: **pass rate** (share of the round's resolved rubrics approved with

@@ -128,11 +128,11 @@ class ReviewSession:
 
     @property
     def autosave_path(self) -> Path:
-        return self.store.root / "autosave" / autosave_name(self.rubric_id, self.reviewer)
+        return self.store.autosave_dir / autosave_name(self.rubric_id, self.reviewer)
 
     @property
     def _legacy_autosave_path(self) -> Path:
-        return self.store.root / "autosave" / f"{_safe(self.rubric_id)}.{_safe(self.reviewer)}.json"
+        return self.store.autosave_dir / f"{_safe(self.rubric_id)}.{_safe(self.reviewer)}.json"
 
     def state(self) -> dict:
         return {"rubric_id": self.rubric_id, "reviewer": self.reviewer, "base_revision": self.base_revision,

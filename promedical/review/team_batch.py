@@ -22,10 +22,12 @@ from promedical.core.files import write_json
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import Problem, RubricError
 from promedical.core.rubric_files import read_rubrics
+from promedical.core.workspace import Workspace
 from promedical.review.adjudication import disagreements, resolve
 from promedical.review.queues import assign, plan_assignments, read_assignment_file, submit_review_records
 from promedical.review.rounds import open_round, round_metrics, round_pool, rounds_figure, rounds_table
 from promedical.review.team import TeamError, TeamStore
+from promedical.rubrics.store import open_store
 
 ADJ_KEYS = ("rubric_id", "adjudicator", "reason", "choice", "picks")
 
@@ -55,9 +57,6 @@ def apply_adjudications(store, team: TeamStore, path: str | Path, round: int | N
 def run_team_review(workspace, *, drafts_file=None, reviewers=(), assign_by="round-robin", specialties=None,
                     double_share=0.0, assignments_file=None, reviews_dir=None, adjudications_file=None,
                     seed=0) -> dict:
-    from promedical.core.workspace import Workspace
-    from promedical.rubrics.store import open_store
-
     ws = Workspace.of(workspace)
     store = open_store(ws)
     team = TeamStore(store)
@@ -89,10 +88,10 @@ def run_team_review(workspace, *, drafts_file=None, reviewers=(), assign_by="rou
     out["pool_next_round"] = [r.id for r in round_pool(store).rubrics]
     table = rounds_table(store, team)
     out["rounds"] = table
-    out["team_file"] = str(team.export(ws / "rubrics" / "team.json"))
+    out["team_file"] = str(team.export(ws.team_file))
     from promedical.core.plots import write_html
 
-    out["chart"] = str(write_html(rounds_figure(table), ws / "rubrics" / "rounds.html"))
-    write_json(ws / "rubrics" / "team_review_summary.json",
+    out["chart"] = str(write_html(rounds_figure(table), ws.team_rounds_chart))
+    write_json(ws.team_review_summary,
                {k: v for k, v in out.items() if k not in ("pool_next_round",)})
     return out

@@ -100,7 +100,7 @@ def candidates_from_sources(rubrics: Sequence[Rubric], sources: Sequence[Mapping
     return rows
 
 
-def sample_candidates(rubrics: Sequence[Rubric], policies: Sequence[tuple[LLM, float]], *,
+def policy_candidates(rubrics: Sequence[Rubric], policies: Sequence[tuple[LLM, float]], *,
                       max_new_tokens: int = 160, seed: int = 0, out_path: str | Path | None = None) -> list[dict]:
     """One response per (instruction, policy); each keeps its model, temperature, seed and length cap."""
     rows = []

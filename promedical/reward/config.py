@@ -1,7 +1,7 @@
 """Stage 03's typed configs: the reward model (``RMConfig``), the reward step and the rm-train step."""
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from promedical.core.config import (
@@ -30,7 +30,8 @@ LABEL_SOURCES = ("judge", "gold", "both", "imported")
 class RMConfig(ConfigMixin):
     """The criterion-conditioned reward model (Explicit Criteria Injection) and its training."""
 
-    model: str = option("reward-model backbone: " + MODEL_HELP, "embedded")
+    model: str | None = option("reward-model backbone: " + MODEL_HELP + " (in step reward, null: the step's `model`)",
+                               "embedded")
     backend: str = option("training backend: " + " | ".join(RM_BACKENDS), "peft")
     question: str = option("good: 'yes' is the good side on every tier (a veto is asked as 'free of'); "
                            "met: 'yes' means the criterion happened (sign flipped for vetoes)", "good")
@@ -55,14 +56,16 @@ class RMConfig(ConfigMixin):
                               "veto violations are not drowned); none: every label weighs 1", "tier")
     max_steps: int | None = option("optimizer steps (null: epochs over the data)", None)
     save_every: int = option("checkpoint every n steps", 20)
-    seed: int = option("seed", 0)
+    seed: int | None = option("seed of the LoRA init and of the order of the training prompts (in step reward, null: "
+                              "the step's `seed`)", 0)
     lr_scheduler: str = option("transformers scheduler name: constant, linear, cosine, constant_with_warmup, ...",
                                "constant")
     warmup_ratio: float = option("share of the steps with a linear warmup, in [0, 1)", 0.0)
     max_grad_norm: float = option("gradient clipping (0: none)", 1.0)
     weight_decay: float = option("AdamW weight decay", 0.0)
     bf16: bool | None = option("null: bf16 on a GPU that supports it, fp32 on CPU", None)
-    report_to: str | list[str] = option("tracker(s): " + " | ".join(TRACKERS) + "; logs under <out>/runs", "none")
+    report_to: str | list[str] = option("tracker(s): " + " | ".join(TRACKERS) + "; logs under reward/runs",
+                                        "tensorboard")
 
     def checks(self):
         yield from _choice("backend", self.backend, RM_BACKENDS)
@@ -80,21 +83,14 @@ class RMConfig(ConfigMixin):
             yield str(exc)
 
 
-def _rm(name: str, help_text: str | None = None):
-    """A notebook-03 ``rm_*`` field whose default (and help) is RMConfig's own."""
-    f = RMConfig.__dataclass_fields__[name]
-    text = help_text or f.metadata["help"]
-    return option(f"reward model: {text}", factory=f.default_factory) if f.default_factory is not MISSING \
-        else option(f"reward model: {text}", f.default)
-
-
 @dataclass
 class RewardStepConfig(ConfigMixin):
     """03: candidates -> judgments (or gold / imported labels) -> criterion pairs -> the reward model ->
     evaluation on the held-out gold candidates (own and shuffled criteria, trained vs base)."""
 
     STEP: ClassVar[str] = "reward"
-    model: str = option("the policy that writes candidates and the reward-model backbone: " + MODEL_HELP, "embedded")
+    model: str = option("the policy that writes candidates, the judge (unless judge_model) and the reward-model "
+                        "backbone (unless rm.model): " + MODEL_HELP, "embedded")
     judge_model: str | dict | None = option(
         "the judge: a model spec, or a source mapping for another backend, e.g. {kind: openai, model: ..., "
         "base_url: ..., concurrency: 64}; null: the same model", None)
@@ -122,16 +118,10 @@ class RewardStepConfig(ConfigMixin):
         "gold-labelled held-out candidates (JSONL: prompt_id, response_id, response, criteria_met) of the workspace's "
         "bench rubrics, for the judge check and the reward model's evaluation (null: the kit's "
         "data/bench/candidates.jsonl; also used when none of the file's prompts is in the workspace bench)", None)
-    rm_model: str | None = option("reward-model backbone (null: `model`)", None)
-    rm_backend: str = _rm("backend")
-    rm_question: str = _rm("question")
-    rm_steps: int = option("reward model: optimizer steps", 20)
-    rm_batch_size: int = option("reward model: prompts per optimizer step", 2)
-    rm_lr: float = _rm("lr")
-    rm_lora_layers: int | None = _rm("lora_layers")
-    rm_bce_balance: str = _rm("bce_balance")
-    rm_report_to: str = option("reward model: tracker (" + " | ".join(TRACKERS) + "), logs under reward/runs",
-                               "tensorboard")
+    rm: RMConfig = option("the reward model and its training (the fields of step rm-train): a mapping, e.g. "
+                          "{max_steps: 12, lr: 5.0e-4}, or one field as rm.max_steps; the fields it leaves out keep "
+                          "their defaults (rm.model null: `model`; rm.seed null: `seed`)",
+                          factory=lambda: RMConfig(model=None, seed=None))
     seed: int = option("seed", 0)
     train: bool = option("false: stop after the dataset (full scale trains with `promedical launch rm-train`)", True)
     progress: bool = option("progress bars", True)
@@ -140,7 +130,7 @@ class RewardStepConfig(ConfigMixin):
         yield from _choice("labels", self.labels, LABEL_SOURCES)
         if (self.labels == "imported") != (self.labels_file is not None):
             yield "labels_file: give it exactly when labels=imported"
-        yield from _positive(self, "n_instructions", "max_new_tokens", "n_eval_prompts", "rm_steps", "rm_batch_size")
+        yield from _positive(self, "n_instructions", "max_new_tokens", "n_eval_prompts")
         if not self.temperatures and not self.candidate_sources and self.labels != "gold":
             yield "temperatures: give at least one (or candidate_sources)"
         if self.candidate_sources is not None:
@@ -152,15 +142,11 @@ class RewardStepConfig(ConfigMixin):
                 yield f"candidate_sources: {exc}"
         if isinstance(self.judge_model, dict):
             yield from _source_problems("judge_model", self.judge_model)
-        yield from _choice("rm_backend", self.rm_backend, RM_BACKENDS)
-        yield from _choice("rm_question", self.rm_question, QUESTION_KINDS)
-        yield from _choice("rm_bce_balance", self.rm_bce_balance, BCE_BALANCES)
 
-    def rm_config(self) -> RMConfig:
-        return RMConfig(model=self.rm_model or self.model, backend=self.rm_backend, question=self.rm_question,
-                        max_steps=self.rm_steps, batch_size=self.rm_batch_size, lr=self.rm_lr,
-                        lora_layers=self.rm_lora_layers, bce_balance=self.rm_bce_balance, seed=self.seed,
-                        report_to=self.rm_report_to)
+    def reward_model(self) -> RMConfig:
+        """The reward model this step trains: ``rm`` with a null ``model`` / ``seed`` taken from the step's."""
+        seed = self.seed if self.rm.seed is None else self.rm.seed
+        return replace(self.rm, model=self.rm.model or self.model, seed=seed)
 
 
 @dataclass
@@ -169,10 +155,11 @@ class RMTrainStepConfig(RMConfig):
     under accelerate (one or many processes)."""
 
     STEP: ClassVar[str] = "rm-train"
-    report_to: str | list[str] = option("tracker(s): " + " | ".join(TRACKERS) + "; logs under reward/runs",
-                                        "tensorboard")
     resume: bool = option("continue from the newest complete checkpoint in reward/", True)
     progress: bool = option("progress bars", True)
 
-    def rm_config(self) -> RMConfig:
-        return self.project(RMConfig)
+    def checks(self):
+        yield from super().checks()
+        for name in ("model", "seed"):  # (null only inside step reward, where the step's value fills it)
+            if getattr(self, name) is None:
+                yield f"{name}: must be given for step rm-train"

@@ -17,16 +17,6 @@ each response and its criteria); training packs one sequence per response —
 prefix, then every criterion suffix, each suffix attending to the prefix and itself only, positions
 continuing from the prefix — so all criteria of a response cost one forward.
 
-Training, per step a batch of prompts with all their labelled candidates:
-- Bradley-Terry on criterion-expanded pairs (chosen = good side of c), instances whose order disagrees
-  with the overall lexicographic ranking weighted ``disagree_weight`` (they are what forces the model
-  to read the criterion);
-- pointwise BCE on sigma(r) = P(good side), so sigma(r) is calibrated (GRPO scores single rollouts);
-  ``bce_balance="tier"`` weights each label so that, within a tier, both sides carry the same total
-  weight (``label_weights``): rare classes — veto violations, a tier whose labels are mostly one
-  side — are not drowned by the majority;
-- within-response contrasts: for one response, a criterion it satisfies ranked above one it does not
-  (a scalar "good answer" score cannot fit these, only a model that reads c can).
 Backends: "unsloth" (FastLanguageModel; CPU fallback here, CUDA on GPU) and "peft".
 """
 from __future__ import annotations
@@ -101,6 +91,9 @@ class CriteriaRewardModel:
     def load(cls, config: RMConfig, adapter: str | Path | None = None) -> "CriteriaRewardModel":
         from promedical.models.loading import load_for_lora
 
+        if config.model is None or config.seed is None:  # null only inside step reward's config, filled from the step
+            raise ValueError("reward model: model and seed must be given (step reward fills them: "
+                             "RewardStepConfig.reward_model())")
         torch.manual_seed(config.seed)
         model, tokenizer, lora = load_for_lora(
             config.model, config.backend, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,

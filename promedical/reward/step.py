@@ -1,129 +1,335 @@
-"""Stage 03 as phases: candidates, the judge check, labels, pairs, training, evaluation."""
+"""Stage 03 as phases: candidates, the judge check, labels, pairs, training, evaluation.
+
+Each phase is a public function that takes values and returns values, and writes its artefact to the
+workspace; ``step_reward`` is their composition and notebook 03 calls them one cell each::
+
+    rubrics = training_rubrics(ws, config.n_instructions, config.seed)                # rubrics.selection
+    candidates = sample_candidates(ws, config, rubrics)                               # reward/candidates.jsonl
+    judge_check = check_judge(ws, config, rubrics, candidates)                        # reward/judge_check.json
+    labels = label_candidates(ws, config, rubrics, candidates)                        # reward/labels.jsonl
+    dataset, card = build_preference_dataset(ws, config, rubrics, candidates, labels) # reward/dataset
+    train_stats = train_adapter(ws, config, dataset)                                  # reward/adapter
+    evaluation = evaluate_reward_model(ws, config)                                    # reward/evaluation.json
+    metrics = write_metrics(ws, config, judge_check, card, train_stats, evaluation)   # reward/metrics.json
+
+Between two phases a value can be changed — drop a candidate, fix a label — and the next phase uses
+what it is given. The costly phases (sampling, judging, training, evaluation) are ``core.phases.Phase``s:
+run again with the same inputs and config they say so and load their artefact instead of recomputing.
+This module stays light: torch, transformers and datasets load inside the phases.
+"""
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 from promedical.core.config import build
 from promedical.core.data import load_split
-from promedical.core.files import write_json
+from promedical.core.files import read_jsonl, write_json, write_jsonl
+from promedical.core.phases import Phase
 from promedical.core.provenance import DATA_DIR, stamp
 from promedical.core.workspace import Stopwatch, Workspace
-from promedical.models.llm import make_llm
-from promedical.reward.config import RewardStepConfig, RMTrainStepConfig
+from promedical.models.llm import LLM
+from promedical.reward.config import RewardStepConfig, RMConfig, RMTrainStepConfig
+from promedical.reward.labels import Labels
 from promedical.rubrics.selection import match_prompt_ids, training_rubrics, workspace_split
 
 
-def step_reward(workspace=None, config: RewardStepConfig | None = None, **params) -> dict:
-    """03: candidates -> judgments -> pairs -> Explicit Criteria Injection reward model -> evaluation
-    (``config`` and/or ``params``: RewardStepConfig, whose help texts say what each field does).
+class LLMs:
+    """The generation backends of a stage-03 run, each loaded on first use and shared by its phases (a
+    judge that is also the policy is loaded once). ``llms(spec)``: a model spec or a source mapping."""
 
-    ``labels``: "judge" trains on the judge's grades of candidates the policy samples (or the
-    ``candidate_sources`` give); "gold" on gold per-criterion labels (``gold_labels``: a candidates JSONL
-    with ``criteria_met`` per criterion of the reference rubrics); "both" on the union; "imported" on
-    labels from elsewhere (``labels_file``, ``labels.load_labels``) of the sampled candidates, in place of
-    the judge. The judge is measured against the benchmark's gold labels (and the imported labels)
-    before anything is trained.
-    ``train=False`` stops after the dataset (full scale trains with `promedical launch rm-train`)."""
+    def __init__(self, workspace=None):
+        self.ws = Workspace.of(workspace)
+        self.loaded: dict[str, LLM] = {}
+
+    def __call__(self, spec) -> LLM:
+        from promedical.models.sources import llm_for
+
+        key = json.dumps(spec, sort_keys=True)
+        if key not in self.loaded:
+            self.loaded[key] = llm_for(spec, self.ws.llm_cache)
+        return self.loaded[key]
+
+    def release(self) -> None:
+        """Drop the loaded models (their memory, before the reward model trains); they load again on next use."""
+        self.loaded.clear()
+
+
+def judge_spec(config: RewardStepConfig):
+    """The judge's model spec or source mapping (null judge_model: the step's model)."""
+    return config.judge_model or config.model
+
+
+def _settings(config, *names) -> dict:
+    """The config fields a phase reads (part of its reuse key)."""
+    return {name: getattr(config, name) for name in names}
+
+
+def _key(candidate: dict) -> tuple[str, str]:
+    return candidate["prompt_id"], candidate["response_id"]
+
+
+# ---------------------------------------------------------------- the phases
+def sample_candidates(workspace, config: RewardStepConfig, rubrics, *, llms: LLMs | None = None) -> list[dict]:
+    """The candidate responses to label: one per (instruction, temperature) from ``model``, or one per
+    (instruction, source) from ``candidate_sources`` -> reward/candidates.jsonl. labels=gold samples
+    none: the gold candidates come with their labels (``build_preference_dataset``)."""
+    from promedical.models.sources import parse_sources
+    from promedical.reward.candidates import candidates_from_sources, policy_candidates
+
+    ws = Workspace.of(workspace)
+    if config.labels == "gold":
+        return []
+    phase = Phase(ws, "reward.candidates", inputs=rubrics, config=_settings(
+        config, "model", "temperatures", "candidate_sources", "max_new_tokens", "seed"))
+    if phase.reusable():
+        return read_jsonl(ws.reward_candidates)
+    llms = llms or LLMs(ws)
+    if config.candidate_sources:
+        local = {s.label(): llms(s.model) for s in parse_sources(config.candidate_sources) if s.kind == "transformers"}
+        candidates = candidates_from_sources(rubrics, config.candidate_sources, seed=config.seed,
+                                             cache_dir=ws.llm_cache, llms=local)
+    else:
+        policy = llms(config.model)
+        candidates = policy_candidates(rubrics, [(policy, t) for t in config.temperatures],
+                                       max_new_tokens=config.max_new_tokens, seed=config.seed)
+    write_jsonl(ws.reward_candidates, candidates)
+    phase.done(ws.reward_candidates)
+    return candidates
+
+
+def check_judge(workspace, config: RewardStepConfig, rubrics=(), candidates=(), *, llms: LLMs | None = None) -> dict:
+    """The judge measured before anything trains on its grades -> reward/judge_check.json: its agreement
+    with the gold labels of the first ``n_judge_check`` held-out benchmark candidates, the swap
+    consistency of ``n_adjudicate`` pairwise adjudications and, with labels=imported, its agreement
+    with the imported labels of the first ``n_judge_check`` labelled candidates (``"imported"``)."""
+    from promedical.reward.judge import adjudication_report, grade_responses, judge_agreement
+    from promedical.reward.labels import load_labels
+
+    ws = Workspace.of(workspace)
+    bench, gold, _ = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)
+    checked = gold[:config.n_judge_check]
+    imported, labelled = {}, []
+    if config.labels == "imported":
+        imported = load_labels(config.labels_file, rubrics)
+        labelled = [x for x in candidates if _key(x) in imported][:config.n_judge_check]
+    settings = {"judge": judge_spec(config), **_settings(config, "n_judge_check", "n_adjudicate",
+                                                          "judge_explanation_chars")}
+    phase = Phase(ws, "reward.judge_check", inputs=(bench, gold, labelled, [imported[_key(x)] for x in labelled]),
+                  config=settings)
+    if phase.reusable():
+        return json.loads(ws.reward_judge_check.read_text(encoding="utf-8"))
+    judge = (llms or LLMs(ws))(judge_spec(config)) if checked or labelled or config.n_adjudicate else None
+
+    def agreement(items, labels, rubrics_):
+        judgments = grade_responses(rubrics_, items, judge, progress=config.progress,
+                                    explanation_chars=config.judge_explanation_chars)
+        return judge_agreement(judgments, labels, {r.id: r for r in rubrics_})
+
+    report = agreement(checked, {_key(g): g["criteria_met"] for g in checked}, bench)
+    report["adjudication"] = adjudication_report(judge, bench, gold, config.n_adjudicate,
+                                                 explanation_chars=config.judge_explanation_chars)
+    if config.labels == "imported":
+        report["imported"] = agreement(labelled, {_key(x): imported[_key(x)] for x in labelled}, rubrics)
+    write_json(ws.reward_judge_check, report)
+    phase.done(ws.reward_judge_check)
+    return report
+
+
+def label_candidates(workspace, config: RewardStepConfig, rubrics, candidates: list[dict], *,
+                     llms: LLMs | None = None) -> Labels:
+    """{(prompt_id, response_id): {criterion_id: met or None}} for the candidates -> reward/labels.jsonl
+    (one row per candidate; None is unknown, never "not met"): the judge's grades (labels=judge or both;
+    every judgment with its explanation -> reward/judgments.jsonl) or the imported ones (labels_file;
+    candidates it does not label are left out). labels=gold: none (the gold candidates carry theirs)."""
+    from promedical.reward.judge import grade_responses, judgments_to_grades
+    from promedical.reward.labels import load_labels
+
+    ws = Workspace.of(workspace)
+    if config.labels == "gold":
+        return {}
+    if config.labels == "imported":
+        imported = load_labels(config.labels_file, rubrics)
+        labels = {_key(x): imported[_key(x)] for x in candidates if _key(x) in imported}
+        if not labels:
+            wanted = ", ".join(f"{x['prompt_id']}/{x['response_id']}" for x in candidates[:4])
+            raise ValueError(f"labels_file {config.labels_file}: labels none of the {len(candidates)} candidates "
+                             f"(prompt_id/response_id, e.g. {wanted})")
+        _write_labels(ws, labels)
+        return labels
+    phase = Phase(ws, "reward.judgments", inputs=(rubrics, candidates),
+                  config={"judge": judge_spec(config), "judge_explanation_chars": config.judge_explanation_chars})
+    if phase.reusable():
+        return read_labels(ws.reward_labels)
+    judge = (llms or LLMs(ws))(judge_spec(config))
+    judgments = grade_responses(rubrics, candidates, judge, progress=config.progress,
+                                explanation_chars=config.judge_explanation_chars)
+    write_jsonl(ws.reward_judgments, [asdict(j) for j in judgments])
+    labels = judgments_to_grades(judgments)
+    _write_labels(ws, labels)
+    phase.done(ws.reward_judgments, ws.reward_labels)
+    return labels
+
+
+def build_preference_dataset(workspace, config: RewardStepConfig, rubrics, candidates: list[dict], labels: Labels):
+    """(DatasetDict {"pairs", "pointwise"}, card) -> reward/dataset: the labelled candidates ordered by the
+    lexicographic rule into pairs, each expanded per criterion, plus pointwise labels (a candidate without
+    labels is left out and counted); labels=gold or both adds the gold-labelled train candidates of the
+    same instructions, read with the reference rubrics their labels were written for."""
     from datasets import DatasetDict, concatenate_datasets
 
-    from promedical.core.files import read_jsonl
-    from promedical.models.sources import llm_for, spec_label
-    from promedical.reward.candidates import candidates_from_sources, sample_candidates
-    from promedical.reward.evaluation import compare, evaluate, score_with_substitutes, shuffled_criteria
-    from promedical.reward.judge import adjudication_report, grade_responses, judge_agreement, judgments_to_grades
+    from promedical.models.sources import spec_label
+    from promedical.reward.labels import load_labels
     from promedical.reward.pairs import build_datasets, save_datasets
+
+    ws = Workspace.of(workspace)
+    parts, cards = [], {}
+    if config.labels != "gold":
+        labelled = [x for x in candidates if _key(x) in labels]
+        dd, card = build_datasets(rubrics, labelled, {_key(x): labels[_key(x)] for x in labelled})
+        card["unlabelled_candidates"] = len(candidates) - len(labelled)
+        card["sources"] = ({"candidates": [spec_label(x) for x in config.candidate_sources]} if config.candidate_sources
+                           else {"policy": config.model, "temperatures": list(config.temperatures)})
+        if config.labels == "imported":
+            card.update(labels_file=str(config.labels_file),
+                        labels_for_other_responses=len(load_labels(config.labels_file, rubrics)) - len(labelled))
+        else:
+            card["sources"]["judge"] = spec_label(judge_spec(config))
+        parts.append(dd)
+        cards["imported" if config.labels == "imported" else "judge"] = card
+    if config.labels in ("gold", "both"):
+        reference, gold_train = gold_training_candidates(ws, config, rubrics)
+        dd, cards["gold"] = build_datasets(reference, gold_train)
+        cards["gold"]["sources"] = {"gold_labels": str(gold_labels_path(config))}
+        parts.append(dd)
+    dataset = DatasetDict({k: concatenate_datasets([d[k] for d in parts]) for k in ("pairs", "pointwise")})
+    card = {"labels": "both", **cards} if config.labels == "both" else next(iter(cards.values()))
+    save_datasets(dataset, card, ws.reward_dataset)
+    return dataset, card
+
+
+def train_adapter(workspace, config: RewardStepConfig, dataset) -> dict:
+    """The reward model's LoRA adapter trained on the dataset (BT + pointwise BCE + contrasts, the
+    ``rm`` settings) -> reward/adapter, reward/train_log.json (per-step losses), TensorBoard logs under
+    reward/runs; returns the training stats. A fresh start: the checkpoints of another run are not resumed."""
     from promedical.reward.scorer import CriteriaRewardModel
     from promedical.reward.trainer import train_reward_model
 
-    c = build(RewardStepConfig, config, params)
     ws = Workspace.of(workspace)
-    out = ws / "reward"
-    cache = ws / "cache" / "llm"
-    clock = Stopwatch()
-    rubrics = training_rubrics(ws, c.n_instructions, c.seed)
-    judge_model = c.judge_model or c.model
-    judge = llm_for(judge_model, cache)
-
-    # judge agreement with the gold labels first, before anything is trained on its labels
-    bench, gold, eval_set = evaluation_set(ws, c.eval_labels, c.n_eval_prompts)
-    gold_cands = gold[:c.n_judge_check]
-    gold_judgments = grade_responses(bench, gold_cands, judge, progress=c.progress,
-                                     explanation_chars=c.judge_explanation_chars)
-    judge_report = judge_agreement(gold_judgments, {(g["prompt_id"], g["response_id"]): g["criteria_met"] for g in gold_cands},
-                             {r.id: r for r in bench})
-    judge_report["adjudication"] = adjudication_report(judge, bench, gold, c.n_adjudicate,
-                                                       explanation_chars=c.judge_explanation_chars)
-    clock.lap("judge_check")
-
-    parts, cards = [], {}
-    if c.labels in ("judge", "both", "imported"):
-        if c.candidate_sources:
-            candidates = candidates_from_sources(rubrics, c.candidate_sources, seed=c.seed, cache_dir=cache,
-                                                 out_path=out / "candidates.jsonl",
-                                                 # a local judge model is reused, not loaded twice
-                                                 llms={f"transformers:{judge_model}": judge}
-                                                 if isinstance(judge_model, str) else None)
-        else:
-            policy = judge if judge_model == c.model else make_llm("transformers", c.model, cache_dir=cache)
-            candidates = sample_candidates(rubrics, [(policy, t) for t in c.temperatures], max_new_tokens=c.max_new_tokens,
-                                           seed=c.seed, out_path=out / "candidates.jsonl")
-        clock.lap("candidates")
-        sources = ({"candidates": [spec_label(x) for x in c.candidate_sources]} if c.candidate_sources else
-                   {"policy": c.model, "temperatures": list(c.temperatures)})
-        if c.labels == "imported":
-            dd, cards["imported"], judge_report["imported"] = imported_dataset(
-                rubrics, candidates, c.labels_file, judge, n_judge_check=c.n_judge_check,
-                explanation_chars=c.judge_explanation_chars, progress=c.progress)
-            cards["imported"]["sources"] = sources
-        else:
-            judgments = grade_responses(rubrics, candidates, judge, progress=c.progress,
-                                        explanation_chars=c.judge_explanation_chars)
-            dd, cards["judge"] = build_datasets(rubrics, candidates, judgments_to_grades(judgments))
-            cards["judge"]["sources"] = {**sources, "judge": spec_label(judge_model)}
-        parts.append(dd)
-        clock.lap("labels")
-    if c.labels in ("gold", "both"):
-        path = Path(c.gold_labels) if c.gold_labels else DATA_DIR / "train" / "candidates.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"gold_labels: no file at {path}")
-        wanted = {r.id for r in rubrics}
-        # the reference rubrics the gold labels were written for (not a reviewed revision of them)
-        reference = [r for r in workspace_split(ws, "train") if r.id in wanted and r.criteria]
-        gold_train = match_prompt_ids(reference, read_jsonl(path))
-        dd, cards["gold"] = build_datasets(reference, gold_train)
-        cards["gold"]["sources"] = {"gold_labels": str(path)}
-        parts.append(dd)
-    dd = DatasetDict({k: concatenate_datasets([d[k] for d in parts]) for k in ("pairs", "pointwise")})
-    card = cards[c.labels] if c.labels != "both" else {"labels": "both", **cards}
-    save_datasets(dd, card, out / "dataset")
-    if not c.train:
-        metrics = {"judge_agreement": judge_report, "dataset_card": card, "eval_set": eval_set, "seconds": clock.laps}
-        write_json(out / "metrics.json", metrics)
-        return metrics
-
-    rm_config = c.rm_config()
+    rm_config = config.reward_model()
+    phase = Phase(ws, "reward.train", inputs=dataset, config=rm_config)
+    if phase.reusable():
+        return json.loads(ws.reward_train_log.read_text(encoding="utf-8"))["stats"]
     rm = CriteriaRewardModel.load(rm_config)
-    gold_prompts = {g["prompt_id"] for g in gold}
-    eval_rubrics = [r for r in bench if r.id in gold_prompts]
-    swap = shuffled_criteria(eval_rubrics, seed=c.seed)
+    stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), ws.reward, resume=False,
+                               progress=config.progress)
+    phase.done(ws.reward_adapter, ws.reward_train_log)
+    return stats
 
-    def measure():  # own and shuffled criteria (does the model read the criterion?)
-        own, shuffled = score_with_substitutes(rm.score_batch, bench, gold, swap, progress=c.progress)
+
+def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
+    """Base vs trained reward model on the held-out gold candidates -> reward/evaluation.json: every metric
+    with its prompt-clustered CI (``evaluation.evaluate``), each also read with a same-tier criterion of
+    another rubric (does the model read the criterion?), and trained - base paired over prompts. The base
+    row is the untrained LoRA (its B matrices start at zero: the base model itself), loaded afresh."""
+    from promedical.reward.evaluation import compare, evaluate, score_with_substitutes, shuffled_criteria
+    from promedical.reward.scorer import CriteriaRewardModel
+
+    ws = Workspace.of(workspace)
+    config_file = ws.reward_adapter / "rm_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no trained reward model at {ws.reward_adapter}: run train_adapter first")
+    rm_config = RMConfig(**json.loads(config_file.read_text(encoding="utf-8")))
+    bench, gold, eval_set = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)
+    weights = sorted(p for p in ws.reward_adapter.iterdir() if p.suffix in (".safetensors", ".bin"))
+    phase = Phase(ws, "reward.evaluation", inputs=(bench, gold, weights, rm_config),
+                  config=_settings(config, "seed"))
+    if phase.reusable():
+        return json.loads(ws.reward_evaluation.read_text(encoding="utf-8"))
+    gold_prompts = {g["prompt_id"] for g in gold}
+    swap = shuffled_criteria([r for r in bench if r.id in gold_prompts], seed=config.seed)
+
+    def measure(rm):  # own and shuffled criteria from the same scoring passes
+        own, shuffled = score_with_substitutes(rm.score_batch, bench, gold, swap, progress=config.progress)
         return own, evaluate(own, bench, gold, shuffled=shuffled)
 
-    base_rewards, base = measure()  # LoRA at init = base model
-    clock.lap("eval_base")
-    pairs, point = list(dd["pairs"]), list(dd["pointwise"])
-    train_stats = train_reward_model(rm, pairs, point, out, progress=c.progress) if pairs or point else {"steps": 0}
-    clock.lap("train")
-    trained_rewards, trained = measure()
-    clock.lap("eval_trained")
-    metrics = {"base": base, "trained": trained, "trained_vs_base": compare(base_rewards, trained_rewards, bench, gold),
-               "judge_agreement": judge_report, "dataset_card": card, "eval_set": eval_set, "train": train_stats,
-               "seconds": clock.laps,
-               "provenance": stamp(config={**c.to_dict(), "rm": rm_config.to_dict()}, seed=c.seed)}
-    write_json(out / "metrics.json", metrics)
+    base_rewards, base = measure(CriteriaRewardModel.load(rm_config))
+    trained_rewards, trained = measure(CriteriaRewardModel.load(rm_config, adapter=ws.reward_adapter))
+    evaluation = {"base": base, "trained": trained,
+                  "trained_vs_base": compare(base_rewards, trained_rewards, bench, gold), "eval_set": eval_set}
+    write_json(ws.reward_evaluation, evaluation)
+    phase.done(ws.reward_evaluation)
+    return evaluation
+
+
+def write_metrics(workspace, config: RewardStepConfig, judge_check: dict, dataset_card: dict,
+                  train_stats: dict | None = None, evaluation: dict | None = None, *,
+                  seconds: dict | None = None) -> dict:
+    """The stage's summary -> reward/metrics.json: the judge check, the dataset card, the evaluation set
+    and, when trained, the training stats and base vs trained (``seconds`` per phase when timed)."""
+    ws = Workspace.of(workspace)
+    metrics = {"judge_agreement": judge_check, "dataset_card": dataset_card,
+               "eval_set": evaluation_set(ws, config.eval_labels, config.n_eval_prompts)[2]}
+    if evaluation is not None:
+        metrics.update(evaluation)
+    if train_stats is not None:
+        metrics["train"] = train_stats
+    if seconds is not None:
+        metrics["seconds"] = seconds
+    metrics["provenance"] = stamp(config={**config.to_dict(), "rm": config.reward_model().to_dict()}, seed=config.seed)
+    write_json(ws.reward_metrics, metrics)
     return metrics
+
+
+def step_reward(workspace=None, config: RewardStepConfig | None = None, **params) -> dict:
+    """03, every phase in turn (the module doc): candidates -> the judge check -> labels -> criterion pairs
+    -> the Explicit Criteria Injection reward model -> evaluation (``config`` and/or ``params``:
+    RewardStepConfig, whose help texts say what each field does).
+
+    ``labels``: "judge" trains on the judge's grades of candidates the policy samples (or the
+    ``candidate_sources`` give); "gold" on gold per-criterion labels (``gold_labels``); "both" on the
+    union; "imported" on labels from elsewhere (``labels_file``) of the sampled candidates, in place of
+    the judge. The judge is measured against the benchmark's gold labels (and the imported labels)
+    before anything is trained. ``train=False`` stops after the dataset (full scale trains with
+    `promedical launch rm-train`)."""
+    c = build(RewardStepConfig, config, params)
+    ws = Workspace.of(workspace)
+    llms = LLMs(ws)
+    clock = Stopwatch()
+    rubrics = training_rubrics(ws, c.n_instructions, c.seed)
+    candidates = sample_candidates(ws, c, rubrics, llms=llms)
+    clock.lap("candidates")
+    judge_check = check_judge(ws, c, rubrics, candidates, llms=llms)
+    clock.lap("judge_check")
+    labels = label_candidates(ws, c, rubrics, candidates, llms=llms)
+    clock.lap("labels")
+    dataset, card = build_preference_dataset(ws, c, rubrics, candidates, labels)
+    clock.lap("dataset")
+    llms.release()  # the generation models are done with before the reward model loads
+    train_stats = evaluation = None
+    if c.train:
+        train_stats = train_adapter(ws, c, dataset)
+        clock.lap("train")
+        evaluation = evaluate_reward_model(ws, c)
+        clock.lap("evaluation")
+    return write_metrics(ws, c, judge_check, card, train_stats, evaluation, seconds=clock.laps)
+
+
+# ---------------------------------------------------------------- inputs the phases share
+def gold_labels_path(config: RewardStepConfig) -> Path:
+    path = Path(config.gold_labels) if config.gold_labels else DATA_DIR / "train" / "candidates.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"gold_labels: no file at {path}")
+    return path
+
+
+def gold_training_candidates(workspace, config: RewardStepConfig, rubrics) -> tuple[list, list[dict]]:
+    """(reference rubrics, their gold-labelled candidates) for these training instructions: the rubrics the
+    gold labels were written for (not a reviewed revision of them), the candidates of ``gold_labels``."""
+    wanted = {r.id for r in rubrics}
+    reference = [r for r in workspace_split(workspace, "train") if r.id in wanted and r.criteria]
+    return reference, match_prompt_ids(reference, read_jsonl(gold_labels_path(config)))
 
 
 def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | None = None):
@@ -131,7 +337,6 @@ def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | N
     the workspace's bench rubrics with the candidates of ``eval_labels`` (default: the kit's), matched by id or
     lineage; when none match (a corpus whose bench has no gold labels yet), the kit's bench and its gold."""
     from promedical.core.data import load_candidates
-    from promedical.core.files import read_jsonl
 
     path = Path(eval_labels) if eval_labels else DATA_DIR / "bench" / "candidates.jsonl"
     bench = [r for r in workspace_split(workspace, "bench") if r.criteria]
@@ -147,39 +352,22 @@ def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | N
     return bench, gold, {"source": source, "prompts": len(keep), "candidates": len(gold)}
 
 
-def imported_dataset(rubrics, candidates: list[dict], labels_file: str, judge, *, n_judge_check: int,
-                     explanation_chars: int, progress: bool):
-    """(DatasetDict, card, judge agreement) from labels brought from elsewhere for these candidates: the
-    candidates without a label are left out (counted in the card); the judge grades the first
-    ``n_judge_check`` labelled ones and is measured against the imported labels."""
-    from promedical.reward.judge import grade_responses, judge_agreement
-    from promedical.reward.labels import load_labels
-    from promedical.reward.pairs import build_datasets
-
-    by_id = {r.id: r for r in rubrics}
-    imported = load_labels(labels_file, by_id)
-    labelled = [x for x in candidates if (x["prompt_id"], x["response_id"]) in imported]
-    if not labelled:
-        wanted = ", ".join(f"{x['prompt_id']}/{x['response_id']}" for x in candidates[:4])
-        raise ValueError(f"labels_file {labels_file}: labels none of the {len(candidates)} candidates "
-                         f"(prompt_id/response_id, e.g. {wanted})")
-    dd, card = build_datasets(by_id, labelled, imported)
-    card.update(labels_file=str(labels_file), unlabelled_candidates=len(candidates) - len(labelled),
-                labels_for_other_responses=len(imported) - len(labelled))
-    checked = labelled[:n_judge_check]
-    judgments = grade_responses(rubrics, checked, judge, progress=progress, explanation_chars=explanation_chars)
-    report = judge_agreement(judgments, {k: imported[k] for k in ((x["prompt_id"], x["response_id"]) for x in checked)}, by_id)
-    return dd, card, report
+def read_labels(path: str | Path) -> Labels:
+    """reward/labels.jsonl -> {(prompt_id, response_id): {criterion_id: met or None}}."""
+    return {(row["prompt_id"], row["response_id"]): row["criteria_met"] for row in read_jsonl(path)}
 
 
+def _write_labels(ws: Workspace, labels: Labels) -> None:
+    write_jsonl(ws.reward_labels, [{"prompt_id": p, "response_id": r, "criteria_met": met}
+                                   for (p, r), met in labels.items()])
+
+
+# ---------------------------------------------------------------- the trained model, and training alone
 def load_reward_model(workspace=None, adapter: str | Path | None = None):
     """The reward model trained by 03 (or any adapter directory holding an rm_config.json), frozen."""
-    import json
-
-    from promedical.reward.config import RMConfig
     from promedical.reward.scorer import CriteriaRewardModel
 
-    adapter = Path(adapter) if adapter else Workspace.of(workspace) / "reward" / "adapter"
+    adapter = Path(adapter) if adapter else Workspace.of(workspace).reward_adapter
     config_file = adapter / "rm_config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no reward-model adapter at {adapter} (missing rm_config.json): "
@@ -198,9 +386,10 @@ def step_rm_train(workspace=None, config: RMTrainStepConfig | None = None, **par
     from promedical.reward.trainer import train_reward_model
 
     c = build(RMTrainStepConfig, config, params)
-    out = Workspace.of(workspace) / "reward"
-    if not (out / "dataset" / "dataset_dict.json").is_file():
-        raise FileNotFoundError(f"no reward dataset at {out / 'dataset'}: run notebook 03 (or step 'reward') first")
-    dd = load_from_disk(str(out / "dataset"))
-    rm = CriteriaRewardModel.load(c.rm_config())
-    return train_reward_model(rm, list(dd["pairs"]), list(dd["pointwise"]), out, resume=c.resume, progress=c.progress)
+    ws = Workspace.of(workspace)
+    if not (ws.reward_dataset / "dataset_dict.json").is_file():
+        raise FileNotFoundError(f"no reward dataset at {ws.reward_dataset}: run notebook 03 (or step 'reward') first")
+    dd = load_from_disk(str(ws.reward_dataset))
+    rm = CriteriaRewardModel.load(c.project(RMConfig))
+    return train_reward_model(rm, list(dd["pairs"]), list(dd["pointwise"]), ws.reward, resume=c.resume,
+                              progress=c.progress)

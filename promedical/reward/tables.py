@@ -72,3 +72,46 @@ def counts(card: dict):
                      **{f"instances · {t}": c["instances"].get(t) for t in TIERS},
                      **{f"pointwise · {t}": c["pointwise"].get(t) for t in TIERS}})
     return pd.DataFrame(rows).set_index("labels")
+
+
+def candidates_table(candidates: list[dict], n: int = 6, chars: int = 120):
+    """The first ``n`` candidates: ids, where each came from, and the start of the response."""
+    import pandas as pd
+
+    rows = [{"prompt_id": c["prompt_id"], "response_id": c["response_id"], "source": c.get("source"),
+             "temperature": c.get("temperature"), "response": _excerpt(c["response"], chars)} for c in candidates[:n]]
+    return pd.DataFrame(rows, columns=["prompt_id", "response_id", "source", "temperature", "response"])
+
+
+def judge_check(report: dict):
+    """The judge against gold labels (and imported labels, when any): accuracy and coverage overall and
+    per tier, veto F1 (violated = positive) and the swap consistency of its pairwise adjudications."""
+    import pandas as pd
+
+    rows = []
+    for against, r in (("benchmark gold", report), ("imported labels", report.get("imported"))):
+        if r:
+            rows.append({"against": against, "judgments": r["total"], "accuracy": r["accuracy"],
+                         "coverage": r["coverage"], **{f"accuracy · {t}": r["per_tier"][t]["accuracy"] for t in TIERS},
+                         "veto F1": r["veto"]["f1"],
+                         "swap consistency": (r.get("adjudication") or {}).get("swap_consistency")})
+    return pd.DataFrame(rows).set_index("against")
+
+
+def label_counts(rubrics, labels: dict):
+    """Per tier: how many labels say met, not met, unknown (a veto "met" is a violation)."""
+    import pandas as pd
+
+    tier_of = {(r.id, c.id): c.tier for r in rubrics for c in r.criteria}
+    counts = {t: {"met": 0, "not met": 0, "unknown": 0} for t in TIERS}
+    for (prompt_id, _), met in labels.items():
+        for cid, value in met.items():
+            tier = tier_of.get((prompt_id, cid))
+            if tier:
+                counts[tier]["unknown" if value is None else "met" if value else "not met"] += 1
+    return pd.DataFrame(counts).T.rename_axis("tier")
+
+
+def _excerpt(text: str, chars: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= chars else text[:chars - 1] + "…"

@@ -6,6 +6,17 @@ DeepSpeed through ``accelerate launch`` (configs/accelerate/), and ``report_to``
 ours: the loss (``group_losses``: Bradley-Terry + pointwise BCE + within-response
 contrasts on packed criteria) and the order of the data.
 
+**The loss**, per step a batch of prompts with all their labelled candidates:
+- Bradley-Terry on criterion-expanded pairs (chosen = good side of c), instances whose order disagrees
+  with the overall lexicographic ranking weighted ``disagree_weight`` (they are what forces the model
+  to read the criterion);
+- pointwise BCE on sigma(r) = P(good side), so sigma(r) is calibrated (GRPO scores single rollouts);
+  ``bce_balance="tier"`` weights each label so that, within a tier, both sides carry the same total
+  weight (``label_weights``): rare classes — veto violations, a tier whose labels are mostly one
+  side — are not drowned by the majority;
+- within-response contrasts: for one response, a criterion it satisfies ranked above one it does not
+  (a scalar "good answer" score cannot fit these, only a model that reads c can).
+
 **Layout.** A step is ``batch_size`` prompts (each with all its labelled candidates) over all processes.
 The kit lays out the whole run itself — step after step, each step's prompts (its own shuffled order
 per epoch, as before) padded with empty slots to ``world x per-device x accumulation`` — and the

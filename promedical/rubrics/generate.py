@@ -212,6 +212,10 @@ class FewShotPool:
         scored = [(ngram_jaccard(instruction, r.instruction_text, n=1), r.id, r) for r in self.rubrics if r.id != exclude_id]
         return [r for _, _, r in sorted(scored, key=lambda t: (-t[0], t[1]))[:k]]
 
+    def examples_for(self, item: Rubric, k: int) -> list[Rubric]:
+        """The k examples a draft of ``item`` is shown (never the item's own rubric)."""
+        return self.select(item.instruction_text, k, exclude_id=item.id)
+
 
 def build_messages(item: Rubric, examples: list[Rubric]) -> list[dict]:
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
@@ -279,7 +283,7 @@ def generate_rubrics(items: list[Rubric], llm: LLM, out_path: str | Path, *, poo
     bar = tqdm(total=len(todo), desc="rubrics", disable=not progress)
     for start in range(0, len(todo), size):
         chunk = todo[start:start + size]
-        shots = [pool.select(it.instruction_text, k, exclude_id=it.id) for it in chunk]
+        shots = [pool.examples_for(it, k) for it in chunk]
         t0 = time.perf_counter()
         try:
             texts = list(llm.generate_each([build_messages(it, ex) for it, ex in zip(chunk, shots)], params))

@@ -44,6 +44,7 @@ from typing import Iterable, Iterator
 from promedical.core.files import locked, write_jsonl
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import Problem, Rubric, RubricError, _build_rubric, rubric_problems
+from promedical.core.workspace import Workspace
 
 STATUSES = ("draft", "in_review", "approved", "rejected")
 
@@ -223,6 +224,11 @@ class RubricStore:
         self._conn: sqlite3.Connection | None = None
         self._pid = None
         self._lock = threading.RLock()
+
+    @property
+    def autosave_dir(self) -> Path:
+        """Where review sessions keep their unsaved edits (``review.session``, ``review.queues``)."""
+        return self.root / "autosave"
 
     # -- connection --------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -507,6 +513,4 @@ class RubricStore:
 
 def open_store(workspace=None) -> RubricStore:
     """The workspace's revision store (``Workspace.rubrics``)."""
-    from promedical.core.workspace import Workspace
-
     return RubricStore(Workspace.of(workspace).rubrics)

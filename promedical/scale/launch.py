@@ -2,6 +2,8 @@
 CLI (`promedical step NAME`) and, at full scale, under `accelerate launch` (DeepSpeed ZeRO-3 / FSDP
 configs in configs/accelerate/) with a `trl vllm-serve` server for GRPO rollouts in server mode.
 
+The caller builds the step's config once (``Scale.config``) and passes it: the memory plan, the
+printed commands and the worker (``promedical step NAME --params <the config>``) all read that object.
 `launch()` streams the processes' output line by line (into a notebook cell or a terminal) and
 returns when they end; `dry_run=True` prints the exact commands instead.
 """
@@ -15,50 +17,28 @@ import sys
 import time
 from pathlib import Path
 
-from promedical.scale.profiles import CONFIG_DIR, load_scale
+from promedical.scale.planner import PROMPT_TOKENS, Plan, PlanError, plan
+from promedical.scale.profiles import CONFIG_DIR, Scale
 from promedical.steps import STEPS
 
-
-def run_step(name: str, workspace, params: dict) -> dict:
-    """Run a registered step in this process on its config built from ``params``."""
-    if name not in STEPS:
-        raise ValueError(f"unknown step {name!r}; known: {', '.join(STEPS)}")
-    step = STEPS[name]
-    return step.run(workspace, step.config.from_dict(params))
-
-
-def step_params(scale: str, step: str) -> dict:
-    """The parameters a scale config gives a step: its `launch_params:` entry, else its notebook's, over
-    the scale's top-level `model:` for every step whose config has a ``model`` field."""
-    from promedical.steps import STEP_CONFIGS, STEP_NOTEBOOKS
-
-    config = load_scale(scale)
-    base = {"model": config["model"]} if "model" in config and "model" in STEP_CONFIGS[step].names() else {}
-    if step in config.get("launch_params", {}):
-        return {**base, **config["launch_params"][step]}
-    notebook = STEP_NOTEBOOKS.get(step)
-    for entry in config.get("steps", []):
-        if entry.get("notebook") == notebook:
-            return {**base, **entry.get("parameters", {})}
-    return base
-
-
+# packed reward-model training puts all the labelled candidates of a prompt in one micro-batch (the
+# paper samples ~4 per prompt)
 CANDIDATES_PER_PROMPT = 4
 
 
 SHARDING = {"zero3": "configs/accelerate/deepspeed_zero3.yaml", "fsdp": "configs/accelerate/fsdp.yaml"}
 
 
-def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "full", num_processes: int | None = None,
+def commands(step: str, workspace: str | Path, config, scale: Scale, *, num_processes: int | None = None,
              cpu: bool = False, sharding: str | None = None) -> list[tuple[dict, list[str]]]:
-    """[(extra environment, argv)] to run ``step``; more than one entry means run them together
-    (the vLLM server first, in the background). ``sharding`` ("zero3" | "fsdp") picks the shipped
-    accelerate config instead of the scale's (with ``cpu``: in fp32, e.g. to prove ZeRO-3 on CPU)."""
+    """[(extra environment, argv)] to run ``step`` on its built ``config``; more than one entry means run
+    them together (the vLLM server first, in the background). ``sharding`` ("zero3" | "fsdp") picks the
+    shipped accelerate config instead of the scale's (with ``cpu``: in fp32, e.g. to prove ZeRO-3 on CPU)."""
     if sharding is not None and sharding not in SHARDING:
         raise ValueError(f"sharding must be one of {', '.join(SHARDING)}, got {sharding!r}")
-    cfg = load_scale(scale).get("launch", {}) if scale else {}
-    merged = {**step_params(scale, step), **params} if scale else dict(params)
-    worker = ["-m", "promedical", "step", step, "--workspace", str(workspace), "--params", json.dumps(merged)]
+    cfg = scale.launch
+    worker = ["-m", "promedical", "step", step, "--workspace", str(workspace), "--params",
+              json.dumps(config.to_dict(), allow_nan=False)]
     n = process_count(cfg, step, num_processes)
     if not STEPS[step].distributed or n == 1 and not cfg.get("accelerate_config"):
         return [({}, [sys.executable, *worker])]
@@ -67,7 +47,7 @@ def commands(step: str, workspace: str | Path, params: dict, *, scale: str = "fu
     env: dict = {}
     if step == "grpo" and server and not cpu:
         out.append(({"CUDA_VISIBLE_DEVICES": str(server["gpus"])},
-                    ["trl", "vllm-serve", "--model", str(merged.get("model", "embedded")),
+                    ["trl", "vllm-serve", "--model", config.model,
                      "--tensor-parallel-size", str(server.get("tensor_parallel_size", 1)),
                      "--port", str(server.get("port", 8000))]))
         env = {"CUDA_VISIBLE_DEVICES": str(cfg["train_gpus"])} if cfg.get("train_gpus") else {}
@@ -97,31 +77,26 @@ def process_count(cfg: dict, step: str, num_processes: int | None) -> int:
     return num_processes
 
 
-def plan_for(step: str, scale: str, params: dict | None = None, num_processes: int | None = None):
-    """The memory plan of a training step at a scale (None for steps that do not train on GPUs)."""
-    from promedical.scale.planner import plan
-
+def plan_for(step: str, config, scale: Scale, num_processes: int | None = None, *,
+             reward_model: str | None = None) -> Plan | None:
+    """The memory plan of a training step on its built ``config`` at ``scale`` (None for steps that do not
+    train on GPUs). Every number comes from the config the step will run; GRPO's frozen reward model is
+    ``reward_model`` (default: the backbone of the scale's ``rm-train`` config)."""
     if not STEPS[step].distributed:
         return None
-    config = load_scale(scale)
-    cfg = config.get("launch", {})
-    p = {**step_params(scale, step), **(params or {})}
+    cfg = scale.launch
     n = process_count(cfg, step, num_processes)
     sharded = any(k in str(cfg.get("accelerate_config", "")) for k in ("zero3", "fsdp"))
-    common = dict(n_gpus=n, sharded=sharded, gpu_gib=cfg.get("gpu_memory_gib", 80))
+    common = dict(n_gpus=n, sharded=sharded, gpu_gib=cfg.get("gpu_memory_gib", 80), lora_r=config.lora_r)
     if step == "rm-train":
-        # packed training: one sequence (prefix + every criterion suffix) per candidate response, all the
-        # labelled candidates of a prompt in one micro-batch (the paper samples ~4 per prompt)
-        local_prompts = p.get("micro_batch_size") or -(-p.get("batch_size", 4) // n)
-        return plan("rm", policy=p.get("model", config["model"]), micro_batch=CANDIDATES_PER_PROMPT * local_prompts,
-                    seq_len=p.get("max_length", 1024), gradient_checkpointing=p.get("gradient_checkpointing", False),
-                    **common)
-    reward = config.get("launch_params", {}).get("rm-train", {}).get("model", config["model"])
-    colocate = p.get("vllm_gpu_memory_utilization", 0.3) if p.get("use_vllm") and p.get("vllm_mode", "colocate") == "colocate" else 0
-    return plan("grpo", policy=p.get("model", config["model"]), reward=reward, lora=p.get("lora", True),
-                micro_batch=p.get("group_size", 8) * p.get("prompts_per_step", 1),
-                seq_len=p.get("max_prompt_length", 1024) + p.get("max_completion_length", 256), vllm_colocate=colocate,
-                **common)
+        local_prompts = config.micro_batch_size or -(-config.batch_size // n)
+        return plan("rm", policy=config.model, micro_batch=CANDIDATES_PER_PROMPT * local_prompts,
+                    seq_len=config.max_length, gradient_checkpointing=config.gradient_checkpointing, **common)
+    reward_model = reward_model or scale.config("rm-train").model
+    colocate = config.vllm_gpu_memory_utilization if config.use_vllm and config.vllm_mode == "colocate" else 0
+    return plan("grpo", policy=config.model, reward=reward_model, lora=config.lora, kl=config.beta > 0,
+                micro_batch=config.group_size * config.prompts_per_step,
+                seq_len=PROMPT_TOKENS + config.max_completion_length, vllm_colocate=colocate, **common)
 
 
 def render(cmds: list[tuple[dict, list[str]]]) -> str:
@@ -133,20 +108,18 @@ def render(cmds: list[tuple[dict, list[str]]]) -> str:
     return "\n".join(lines)
 
 
-def launch(step: str, workspace: str | Path, params: dict | None = None, *, scale: str = "full",
-           num_processes: int | None = None, cpu: bool = False, sharding: str | None = None, dry_run: bool = False,
-           stream=None) -> int:
-    """Run (or, with dry_run, print) the commands for ``step``; output is streamed line by line."""
-    from promedical.scale.planner import PlanError
-
+def launch(step: str, workspace: str | Path, config, scale: Scale, *, num_processes: int | None = None,
+           cpu: bool = False, sharding: str | None = None, dry_run: bool = False, stream=None) -> int:
+    """Run (or, with dry_run, print) the commands for ``step`` on its built ``config``; output is streamed
+    line by line. A training step that does not fit in GPU memory is refused (PlanError) before anything starts."""
     stream = stream or sys.stdout
-    cmds = commands(step, workspace, params or {}, scale=scale, num_processes=num_processes, cpu=cpu, sharding=sharding)
-    memory = None if cpu else plan_for(step, scale, params, num_processes)
+    cmds = commands(step, workspace, config, scale, num_processes=num_processes, cpu=cpu, sharding=sharding)
+    memory = None if cpu else plan_for(step, config, scale, num_processes)
     if memory is not None:
-        print(f"# memory plan ({step}, scale {scale}):\n" + "\n".join("# " + line for line in memory.table().splitlines()),
+        print(f"# memory plan ({step}, scale {scale.name}):\n" + "\n".join("# " + line for line in memory.table().splitlines()),
               file=stream)
         if not memory.fits and not dry_run:
-            raise PlanError(f"{step} at scale {scale} does not fit in GPU memory; nothing was started:\n{memory.table()}")
+            raise PlanError(f"{step} at scale {scale.name} does not fit in GPU memory; nothing was started:\n{memory.table()}")
     if dry_run:
         print(render(cmds), file=stream)
         return 0

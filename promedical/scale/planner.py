@@ -24,6 +24,10 @@ from pathlib import Path
 
 GIB = 2 ** 30
 
+# the prompt tokens a GRPO plan budgets per rollout beside its max_completion_length (the step sets no
+# prompt limit: the kit's instructions and their chat template stay well under it)
+PROMPT_TOKENS = 1024
+
 
 # Qwen3-8B's config.json values (so the plan works without the weights on disk)
 QWEN3_8B = {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
