@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from promedical.core.data import load_candidates, load_split
 from promedical.models.llm import OpenAICompatibleLLM
-from promedical.reward.judge import coverage, grade_responses
+from promedical.reward.judge import grade_responses
+from promedical.reward.judge_quality import coverage
 
 
 def start_server(model: str, delay: float, answer: str | None = None) -> tuple[subprocess.Popen, str]:

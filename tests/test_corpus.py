@@ -14,7 +14,8 @@ from conftest import ROOT
 from promedical.core.text import ngram_jaccard
 from promedical.corpus.config import DataConfig
 from promedical.corpus.funnel import explain, export, read_funnel
-from promedical.corpus.ingest import RowError, ingest, record_to_instruction
+from promedical.corpus.ingest import ingest
+from promedical.corpus.records import RowError, record_to_instruction
 from promedical.corpus.split import stratified_split
 from promedical.corpus.step import curate
 from promedical.corpus.store import instruction_rubrics, read_instructions

@@ -10,19 +10,15 @@ from promedical.core.rubric import Rubric
 from promedical.models.llm import LLM, GenParams, TransformersLLM
 from promedical.reward.judge import (
     Judgment,
-    adjudicate_pair,
-    adjudicate_pairs,
-    coverage,
     grade_responses,
     grader_messages,
-    judge_agreement,
     judge_schema,
     judgments_to_grades,
     parse_grade,
-    parse_winner,
-    swap_consistency,
 )
+from promedical.reward.judge_quality import coverage, judge_agreement
 from promedical.reward.pairs import build_datasets
+from promedical.reward.pairwise_judge import adjudicate_pair, adjudicate_pairs, parse_winner, swap_consistency
 
 RUBRIC = Rubric.from_dict({
     "id": "h1", "instruction": "My dad has crushing chest pain. What should I do?",
@@ -300,7 +296,7 @@ class GoldOracle(LLM):
 
 def test_adjudication_report_on_gold_pairs():
     from promedical.core.data import load_candidates, load_split
-    from promedical.reward.judge import adjudication_report
+    from promedical.reward.pairwise_judge import adjudication_report
 
     bench, gold = load_split("bench"), load_candidates(n_prompts=5)
     assert len({c["prompt_id"] for c in gold}) == 5

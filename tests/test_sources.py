@@ -9,7 +9,8 @@ from promedical.core.data import load_candidates, load_split
 from promedical.models.llm import CachedLLM, OpenAICompatibleLLM, TransformersLLM
 from promedical.models.sources import Source, parse_sources
 from promedical.reward.candidates import candidates_from_sources, read_responses
-from promedical.reward.judge import grade_responses, judge_agreement
+from promedical.reward.judge import grade_responses
+from promedical.reward.judge_quality import judge_agreement
 from promedical.reward.labels import LabelError, load_labels
 
 

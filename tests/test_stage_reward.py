@@ -165,3 +165,28 @@ def test_parameters_docs_list_the_nested_fields():
 
     doc = markdown()
     assert "| `rm.max_steps` |" in doc and "| `rm.model` | `null` |" in doc and "rm_steps" not in doc
+
+
+def test_gold_candidates_dropped_or_relabelled_between_phases_change_the_pairs(tmp_path):
+    """labels=gold: the gold candidates are a phase's output like any other; the pairs use what they are given."""
+    from promedical.reward.step import build_preference_dataset, gold_candidates
+    from promedical.rubrics.selection import training_rubrics
+
+    config = RewardStepConfig.from_dict({**TINY, "labels": "gold", "n_instructions": 2})
+    rubrics = training_rubrics(tmp_path, config.n_instructions, config.seed)
+    gold = gold_candidates(tmp_path, config, rubrics)
+    assert gold and {g["prompt_id"] for g in gold} <= {r.id for r in rubrics}
+    full, _ = build_preference_dataset(tmp_path, config, rubrics, [], {}, gold)
+    dropped = [g for g in gold if g["response_id"] != gold[0]["response_id"]]
+    fewer, _ = build_preference_dataset(tmp_path, config, rubrics, [], {}, dropped)
+    assert len(fewer["pointwise"]) < len(full["pointwise"])
+    assert gold[0]["response_id"] not in {row["response_id"] for row in fewer["pointwise"]}
+    # flip one label of the first gold candidate: its pointwise row says so
+    cid, met = next((k, v) for k, v in gold[0]["criteria_met"].items() if v is not None)
+    relabelled = [{**gold[0], "criteria_met": {**gold[0]["criteria_met"], cid: not met}}] + gold[1:]
+    edited, _ = build_preference_dataset(tmp_path, config, rubrics, [], {}, relabelled)
+
+    def label_of(dataset):
+        return [r for r in dataset["pointwise"] if r["response_id"] == gold[0]["response_id"] and r["criterion_id"] == cid]
+
+    assert label_of(edited) != label_of(full)

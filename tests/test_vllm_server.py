@@ -20,7 +20,8 @@ import pytest
 from promedical.core.data import load_candidates, load_split
 from promedical.models.llm import GenParams, OpenAICompatibleLLM
 from promedical.models.loading import resolve
-from promedical.reward.judge import coverage, grade_responses
+from promedical.reward.judge import grade_responses
+from promedical.reward.judge_quality import coverage
 from promedical.rubrics.generate import FewShotPool, draft_schema, generate_rubrics
 
 pytestmark = [pytest.mark.vllm_server, pytest.mark.subprocess]

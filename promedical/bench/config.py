@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from promedical.core.config import MODEL_HELP, ConfigMixin, _positive, option
-from promedical.models.sources import _source_problems
+from promedical.core.config import MODEL_HELP, ConfigMixin, at_least_one, option
+from promedical.models.sources import source_problems
 
 
 @dataclass
@@ -35,12 +35,12 @@ class BenchmarkStepConfig(ConfigMixin):
     progress: bool = option("progress bars", True)
 
     def checks(self):
-        yield from _positive(self, "n_bench", "max_new_tokens")
+        yield from at_least_one(self, "n_bench", "max_new_tokens")
         for name, row in self.extra_models.items():
             if isinstance(row, dict):
-                yield from _source_problems(f"extra_models: {name!r}", row)
+                yield from source_problems(f"extra_models: {name!r}", row)
             elif not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)
                       and (row[1] is None or isinstance(row[1], str))):
                 yield f"extra_models: {name!r} must be [model spec, adapter dir or null] or a source mapping"
         if isinstance(self.judge_model, dict):
-            yield from _source_problems("judge_model", self.judge_model)
+            yield from source_problems("judge_model", self.judge_model)

@@ -206,11 +206,11 @@ def _field_default(cls, name: str):
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
-def _choice(name: str, value, allowed) -> list[str]:
+def one_of(name: str, value, allowed) -> list[str]:
     return [] if value in allowed else [f"{name}: must be one of {', '.join(map(str, allowed))}, got {value!r}"]
 
 
-def _positive(obj, *names) -> list[str]:
+def at_least_one(obj, *names) -> list[str]:
     out = []
     for name in names:
         v = getattr(obj, name)
@@ -219,7 +219,7 @@ def _positive(obj, *names) -> list[str]:
     return out
 
 
-def _needs_base_url(obj) -> list[str]:
+def needs_base_url(obj) -> list[str]:
     if obj.backend == "openai" and not obj.base_url:
         return ["base_url: backend=openai needs base_url, e.g. http://127.0.0.1:8000/v1"]
     return []

@@ -146,7 +146,7 @@ def parse_sources(specs: Sequence[Mapping | Source]) -> list[Source]:
     return out
 
 
-def _source_problems(name: str, spec) -> list[str]:
+def source_problems(name: str, spec) -> list[str]:
     """A source mapping (candidates.Source) checked the way the step will build it."""
 
     try:

@@ -10,8 +10,8 @@ from promedical.core.config import (
     RM_BACKENDS,
     TRACKERS,
     ConfigMixin,
-    _choice,
-    _positive,
+    at_least_one,
+    one_of,
     option,
     tracker_list,
 )
@@ -54,11 +54,11 @@ class GRPOSettings(ConfigMixin):
     report_to: str = option("tracker: " + " | ".join(TRACKERS) + "; events under <output_dir>/runs", "tensorboard")
 
     def checks(self):
-        yield from _choice("backend", self.backend, RM_BACKENDS)
-        yield from _choice("mode", self.mode, GRPO_MODES)
-        yield from _choice("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
-        yield from _choice("vllm_mode", self.vllm_mode, ("colocate", "server"))
-        yield from _positive(self, "steps", "prompts_per_step", "max_completion_length", "save_steps", "lora_r")
+        yield from one_of("backend", self.backend, RM_BACKENDS)
+        yield from one_of("mode", self.mode, GRPO_MODES)
+        yield from one_of("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        yield from one_of("vllm_mode", self.vllm_mode, ("colocate", "server"))
+        yield from at_least_one(self, "steps", "prompts_per_step", "max_completion_length", "save_steps", "lora_r")
         if self.backend == "unsloth" and not self.lora:
             yield "lora: full fine-tuning runs with backend=peft (plain TRL); Unsloth's path here is LoRA"
         if self.group_size < 2:
@@ -97,7 +97,7 @@ class GRPOStepConfig(GRPOSettings):
 
     def checks(self):
         yield from super().checks()
-        yield from _positive(self, "n_instructions", "monitor_max_new_tokens")
+        yield from at_least_one(self, "n_instructions", "monitor_max_new_tokens")
         if self.n_monitor_prompts > 0 and self.monitor_every < 1:
             yield f"monitor_every: must be >= 1, got {self.monitor_every}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from promedical.core.config import ConfigMixin, _choice, option
+from promedical.core.config import ConfigMixin, one_of, option
 
 REVIEW_POLICIES = ("approve-valid",)
 
@@ -20,6 +20,6 @@ class ReviewStepConfig(ConfigMixin):
 
     def checks(self):
         if self.policy is not None:
-            yield from _choice("policy", self.policy, REVIEW_POLICIES)
+            yield from one_of("policy", self.policy, REVIEW_POLICIES)
         if not self.reviewer.strip():
             yield "reviewer: must not be empty"

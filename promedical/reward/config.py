@@ -9,12 +9,12 @@ from promedical.core.config import (
     RM_BACKENDS,
     TRACKERS,
     ConfigMixin,
-    _choice,
-    _positive,
+    at_least_one,
+    one_of,
     option,
     tracker_list,
 )
-from promedical.models.sources import _source_problems
+from promedical.models.sources import source_problems
 
 QUESTION_KINDS = ("good", "met")  # reward_model.QUESTIONS has one question set per kind
 
@@ -68,10 +68,10 @@ class RMConfig(ConfigMixin):
                                         "tensorboard")
 
     def checks(self):
-        yield from _choice("backend", self.backend, RM_BACKENDS)
-        yield from _choice("question", self.question, QUESTION_KINDS)
-        yield from _choice("bce_balance", self.bce_balance, BCE_BALANCES)
-        yield from _positive(self, "lora_r", "lora_layers", "epochs", "batch_size", "micro_batch_size", "max_length",
+        yield from one_of("backend", self.backend, RM_BACKENDS)
+        yield from one_of("question", self.question, QUESTION_KINDS)
+        yield from one_of("bce_balance", self.bce_balance, BCE_BALANCES)
+        yield from at_least_one(self, "lora_r", "lora_layers", "epochs", "batch_size", "micro_batch_size", "max_length",
                              "max_steps", "save_every")
         if not 0 <= self.warmup_ratio < 1:
             yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio!r}"
@@ -127,10 +127,10 @@ class RewardStepConfig(ConfigMixin):
     progress: bool = option("progress bars", True)
 
     def checks(self):
-        yield from _choice("labels", self.labels, LABEL_SOURCES)
+        yield from one_of("labels", self.labels, LABEL_SOURCES)
         if (self.labels == "imported") != (self.labels_file is not None):
             yield "labels_file: give it exactly when labels=imported"
-        yield from _positive(self, "n_instructions", "max_new_tokens", "n_eval_prompts")
+        yield from at_least_one(self, "n_instructions", "max_new_tokens", "n_eval_prompts")
         if not self.temperatures and not self.candidate_sources and self.labels != "gold":
             yield "temperatures: give at least one (or candidate_sources)"
         if self.candidate_sources is not None:
@@ -141,7 +141,7 @@ class RewardStepConfig(ConfigMixin):
             except ValueError as exc:
                 yield f"candidate_sources: {exc}"
         if isinstance(self.judge_model, dict):
-            yield from _source_problems("judge_model", self.judge_model)
+            yield from source_problems("judge_model", self.judge_model)
 
     def reward_model(self) -> RMConfig:
         """The reward model this step trains: ``rm`` with a null ``model`` / ``seed`` taken from the step's."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from promedical.core.jsonl import loads
-from promedical.core.rubric import TIERS, Criterion, Rubric
+from promedical.core.rubric import Criterion, Rubric
 from promedical.models.llm import LLM, GenParams, batch_size_for
 
 EXPLANATION_CHARS = 500  # the judge's explanation is capped so a runaway model cannot exhaust max_new_tokens
@@ -27,14 +27,6 @@ def judge_schema(explanation_chars: int | None = EXPLANATION_CHARS) -> dict:
         explanation["maxLength"] = explanation_chars
     return {"type": "object", "properties": {"explanation": explanation, "criteria_met": {"type": "boolean"}},
             "required": ["explanation", "criteria_met"], "additionalProperties": False}
-
-
-def pair_schema(explanation_chars: int | None = EXPLANATION_CHARS) -> dict:
-    explanation: dict = {"type": "string"}
-    if explanation_chars is not None:
-        explanation["maxLength"] = explanation_chars
-    return {"type": "object", "properties": {"explanation": explanation, "winner": {"enum": ["A", "B", "tie"]}},
-            "required": ["explanation", "winner"], "additionalProperties": False}
 
 
 def default_params(schema: dict, explanation_chars: int | None = EXPLANATION_CHARS) -> GenParams:
@@ -69,29 +61,6 @@ the item is met, not whether the response is good: "criteria_met": true means th
 false means it does not."""
 
 
-PAIR_TEMPLATE = """Your job is to compare two candidate responses to the last user turn of a conversation and \
-decide which one better follows the rubric below.
-
-# Conversation
-<<conversation>>
-
-# Rubric
-<<rubric>>
-
-# Response A
-<<response_a>>
-
-# Response B
-<<response_b>>
-
-# Instructions
-Apply the rubric in this order: first, the response that commits fewer violations is better; then the one that \
-meets more of the weighted main criteria; then the one that meets more bonus criteria. Ignore length and style \
-beyond what the rubric asks, and ignore which response is shown first.
-Return a JSON object with the fields "explanation" (a short string) and "winner" ("A", "B" or "tie"), with no \
-other text."""
-
-
 def render_conversation(messages: Sequence[Mapping], response: str | None = None) -> str:
     turns = [f"{m['role']}: {m['content']}" for m in messages]
     if response is not None:
@@ -115,13 +84,6 @@ def render_rubric(rubric: Rubric) -> str:
     if rubric.tier("veto"):
         lines += ["Violations (must NOT happen):"] + [f"- {c.text}" for c in rubric.tier("veto")]
     return "\n".join(lines)
-
-
-def pair_messages(rubric: Rubric, resp_a: str, resp_b: str) -> list[dict]:
-    text = (PAIR_TEMPLATE.replace("<<conversation>>", render_conversation(rubric.messages))
-            .replace("<<rubric>>", render_rubric(rubric))
-            .replace("<<response_a>>", resp_a).replace("<<response_b>>", resp_b))
-    return [{"role": "user", "content": text}]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,19 +116,6 @@ def parse_grade(text: str) -> tuple[bool | None, str]:
         return None, f"unparseable output: criteria_met is {met!r}, not a boolean"
     explanation = obj.get("explanation")
     return met, explanation if isinstance(explanation, str) else ""
-
-
-def parse_winner(text: str) -> tuple[str | None, str]:
-    """("A" | "B" | "tie", explanation); None when unusable."""
-    obj = _json_object(text)
-    if obj is None:
-        return None, "unparseable output: no JSON object"
-    winner = obj.get("winner")
-    norm = {"a": "A", "b": "B", "tie": "tie"}.get(winner.strip().lower()) if isinstance(winner, str) else None
-    if norm is None:
-        return None, f"unparseable output: winner is {winner!r}"
-    explanation = obj.get("explanation")
-    return norm, explanation if isinstance(explanation, str) else ""
 
 
 def _ask(llm: LLM, prompts: list[list[dict]], params: GenParams, parse, *, retries: int, batch_size: int,
@@ -289,136 +238,3 @@ def judgments_to_grades(judgments: Iterable[Judgment]) -> dict[tuple[str, str], 
     for j in judgments:
         grades.setdefault((j.prompt_id, j.response_id), {})[j.criterion_id] = j.met
     return grades
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def coverage(judgments: Sequence[Judgment]) -> dict:
-    """Known/total overall and per tier, and counts by source."""
-    per_tier = {}
-    for tier in TIERS:
-        js = [j for j in judgments if j.tier == tier]
-        known = sum(j.met is not None for j in js)
-        per_tier[tier] = {"total": len(js), "known": known, "coverage": _ratio(known, len(js))}
-    known = sum(j.met is not None for j in judgments)
-    sources = {s: sum(j.source == s for j in judgments) for s in ("check", "llm", "unknown")}
-    return {"total": len(judgments), "known": known, "unknown": len(judgments) - known,
-            "coverage": _ratio(known, len(judgments)), "per_tier": per_tier, "sources": sources}
-
-
-def judge_agreement(judgments: Sequence[Judgment], gold: Mapping[tuple[str, str], Mapping[str, bool]],
-              rubrics_by_id: Mapping[str, Rubric] | Iterable[Rubric]) -> dict:
-    """Agreement of judgments with gold labels.
-
-    accuracy (overall, per tier) is over known judgments that have a gold label; coverage is known/total;
-    veto precision/recall/F1 take "violated" as positive, with unknown vetoes counted apart (never as
-    negatives). Judgments without a gold label are counted in ``no_gold`` and left out.
-    """
-    rubrics = _by_id(rubrics_by_id)
-    rows = []
-    no_gold = 0
-    for j in judgments:
-        label = gold.get((j.prompt_id, j.response_id), {}).get(j.criterion_id)
-        if label is None:
-            no_gold += 1
-            continue
-        rubric = rubrics.get(j.prompt_id)
-        crit = next((c for c in rubric.criteria if c.id == j.criterion_id), None) if rubric else None
-        if crit is None:
-            raise KeyError(f"judgment names an unknown criterion {j.prompt_id}/{j.criterion_id}")
-        rows.append((crit.tier, j.met, bool(label)))
-
-    def block(sel):
-        known = [(m, g) for _, m, g in sel if m is not None]
-        correct = sum(m == g for m, g in known)
-        return {"total": len(sel), "known": len(known), "correct": correct,
-                "accuracy": _ratio(correct, len(known)), "coverage": _ratio(len(known), len(sel))}
-
-    vetoes = [(m, g) for t, m, g in rows if t == "veto"]
-    tp = sum(m is True and g for m, g in vetoes)
-    fp = sum(m is True and not g for m, g in vetoes)
-    fn = sum(m is False and g for m, g in vetoes)
-    tn = sum(m is False and not g for m, g in vetoes)
-    unknown = sum(m is None for m, _ in vetoes)
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = (2 * precision * recall / (precision + recall) if precision + recall else 0.0) \
-        if precision is not None and recall is not None else None
-    return {**block(rows), "per_tier": {t: block([r for r in rows if r[0] == t]) for t in TIERS},
-            "veto": {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "unknown": unknown,
-                     "unknown_violated": sum(m is None and g for m, g in vetoes),
-                     "precision": precision, "recall": recall, "f1": f1},
-            "no_gold": no_gold}
-
-
-# ----------------------------------------------------------------------------------------------
-# Pairwise adjudication
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class PairVerdict:
-    verdict: str  # "a" | "b" | "tie" | "inconsistent" | "unknown"
-    consistent: bool | None  # did both orders agree? None when either order gave no usable answer
-    first: str | None  # winner in the a-first order, as "a" | "b" | "tie"
-    second: str | None  # winner in the b-first order, mapped back to "a" | "b" | "tie"
-    explanations: tuple[str, str] = ("", "")
-
-
-def adjudicate_pairs(llm: LLM, items: Sequence[tuple[Rubric, str, str]], *, retries: int = 1, batch_size: int = 8,
-                     params: GenParams | None = None,
-                     explanation_chars: int | None = EXPLANATION_CHARS) -> list[PairVerdict]:
-    """Batch version of ``adjudicate_pair``: every (rubric, resp_a, resp_b) is asked in both orders."""
-    prompts = []
-    for rubric, a, b in items:
-        prompts += [pair_messages(rubric, a, b), pair_messages(rubric, b, a)]
-    p = params or default_params(pair_schema(explanation_chars), explanation_chars)
-    results = _ask(llm, prompts, p, parse_winner, retries=retries, batch_size=batch_size)
-    out = []
-    for k in range(len(items)):
-        (w1, e1, _), (w2, e2, _) = results[2 * k], results[2 * k + 1]
-        first = {"A": "a", "B": "b", "tie": "tie"}.get(w1)
-        second = {"A": "b", "B": "a", "tie": "tie"}.get(w2)  # response B was shown first
-        if first is None or second is None:
-            out.append(PairVerdict("unknown", None, first, second, (e1, e2)))
-        elif first == second:
-            out.append(PairVerdict(first, True, first, second, (e1, e2)))
-        else:
-            out.append(PairVerdict("inconsistent", False, first, second, (e1, e2)))
-    return out
-
-
-def adjudicate_pair(llm: LLM, rubric: Rubric, resp_a: str, resp_b: str, **kwargs) -> PairVerdict:
-    """Which of two responses better follows the rubric, asked in both orders to cancel position bias."""
-    return adjudicate_pairs(llm, [(rubric, resp_a, resp_b)], **kwargs)[0]
-
-
-def swap_consistency(results: Iterable[PairVerdict]) -> float | None:
-    """Share of adjudications whose two orders agreed (unknown ones left out); None if there are none."""
-    flags = [r.consistent for r in results if r.consistent is not None]
-    return _ratio(sum(flags), len(flags))
-
-
-def adjudication_report(llm: LLM, rubrics_by_id: Mapping[str, Rubric] | Iterable[Rubric],
-                        gold_candidates: Sequence[Mapping], n_pairs: int, **kwargs) -> dict:
-    """Adjudicate up to ``n_pairs`` gold-labelled candidate pairs (one per prompt, both orders): the
-    swap-consistency rate and how often a consistent verdict matches the gold lexicographic order."""
-    from promedical.core.scoring import lexicographic_compare, tier_scores
-
-    rubrics = _by_id(rubrics_by_id)
-    by_prompt: dict[str, list[Mapping]] = {}
-    for cand in gold_candidates:
-        by_prompt.setdefault(cand["prompt_id"], []).append(cand)
-    items, gold_winner = [], []
-    for pid, cands in by_prompt.items():
-        if len(items) == n_pairs:
-            break
-        if len(cands) >= 2:
-            rubric, (a, b) = rubrics[pid], cands[:2]
-            order = lexicographic_compare(tier_scores(rubric, a["criteria_met"]), tier_scores(rubric, b["criteria_met"]))
-            items.append((rubric, a["response"], b["response"]))
-            gold_winner.append({1: "a", -1: "b", 0: "tie"}[order])
-    verdicts = adjudicate_pairs(llm, items, **kwargs) if items else []
-    decided = [(v.verdict, g) for v, g in zip(verdicts, gold_winner) if v.verdict in ("a", "b", "tie")]
-    return {"pairs": len(items), "swap_consistency": swap_consistency(verdicts),
-            "verdicts": [v.verdict for v in verdicts], "gold": gold_winner,
-            "agreement_with_gold": _ratio(sum(v == g for v, g in decided), len(decided))}

@@ -5,9 +5,10 @@ workspace; ``step_reward`` is their composition and notebook 03 calls them one c
 
     rubrics = training_rubrics(ws, config.n_instructions, config.seed)                # rubrics.selection
     candidates = sample_candidates(ws, config, rubrics)                               # reward/candidates.jsonl
+    gold = gold_candidates(ws, config, rubrics)                # labels=gold|both: the gold-labelled train candidates
     judge_check = check_judge(ws, config, rubrics, candidates)                        # reward/judge_check.json
     labels = label_candidates(ws, config, rubrics, candidates)                        # reward/labels.jsonl
-    dataset, card = build_preference_dataset(ws, config, rubrics, candidates, labels) # reward/dataset
+    dataset, card = build_preference_dataset(ws, config, rubrics, candidates, labels, gold)  # reward/dataset
     train_stats = train_adapter(ws, config, dataset)                                  # reward/adapter
     evaluation = evaluate_reward_model(ws, config)                                    # reward/evaluation.json
     metrics = write_metrics(ws, config, judge_check, card, train_stats, evaluation)   # reward/metrics.json
@@ -74,7 +75,7 @@ def _key(candidate: dict) -> tuple[str, str]:
 def sample_candidates(workspace, config: RewardStepConfig, rubrics, *, llms: LLMs | None = None) -> list[dict]:
     """The candidate responses to label: one per (instruction, temperature) from ``model``, or one per
     (instruction, source) from ``candidate_sources`` -> reward/candidates.jsonl. labels=gold samples
-    none: the gold candidates come with their labels (``build_preference_dataset``)."""
+    none: the gold candidates come with their labels (``gold_candidates``)."""
     from promedical.models.sources import parse_sources
     from promedical.reward.candidates import candidates_from_sources, policy_candidates
 
@@ -99,13 +100,24 @@ def sample_candidates(workspace, config: RewardStepConfig, rubrics, *, llms: LLM
     return candidates
 
 
+def gold_candidates(workspace, config: RewardStepConfig, rubrics) -> list[dict]:
+    """labels=gold or both: the gold-labelled train candidates of these instructions (``gold_labels``), each
+    with its ``criteria_met`` as written for the instruction's reference rubric; [] for the other label
+    sources. Drop one or edit its ``criteria_met`` before ``build_preference_dataset`` and the pairs follow."""
+    if config.labels not in ("gold", "both"):
+        return []
+    return match_prompt_ids(reference_rubrics(workspace, rubrics), read_jsonl(gold_labels_path(config)))
+
+
 def check_judge(workspace, config: RewardStepConfig, rubrics=(), candidates=(), *, llms: LLMs | None = None) -> dict:
     """The judge measured before anything trains on its grades -> reward/judge_check.json: its agreement
     with the gold labels of the first ``n_judge_check`` held-out benchmark candidates, the swap
     consistency of ``n_adjudicate`` pairwise adjudications and, with labels=imported, its agreement
     with the imported labels of the first ``n_judge_check`` labelled candidates (``"imported"``)."""
-    from promedical.reward.judge import adjudication_report, grade_responses, judge_agreement
+    from promedical.reward.judge import grade_responses
+    from promedical.reward.judge_quality import judge_agreement
     from promedical.reward.labels import load_labels
+    from promedical.reward.pairwise_judge import adjudication_report
 
     ws = Workspace.of(workspace)
     bench, gold, _ = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)
@@ -172,11 +184,12 @@ def label_candidates(workspace, config: RewardStepConfig, rubrics, candidates: l
     return labels
 
 
-def build_preference_dataset(workspace, config: RewardStepConfig, rubrics, candidates: list[dict], labels: Labels):
+def build_preference_dataset(workspace, config: RewardStepConfig, rubrics, candidates: list[dict], labels: Labels,
+                             gold: list[dict] | None = None):
     """(DatasetDict {"pairs", "pointwise"}, card) -> reward/dataset: the labelled candidates ordered by the
     lexicographic rule into pairs, each expanded per criterion, plus pointwise labels (a candidate without
-    labels is left out and counted); labels=gold or both adds the gold-labelled train candidates of the
-    same instructions, read with the reference rubrics their labels were written for."""
+    labels is left out and counted); labels=gold or both adds the gold-labelled candidates (``gold``; None:
+    ``gold_candidates``), read with the reference rubrics their labels were written for."""
     from datasets import DatasetDict, concatenate_datasets
 
     from promedical.models.sources import spec_label
@@ -199,8 +212,8 @@ def build_preference_dataset(workspace, config: RewardStepConfig, rubrics, candi
         parts.append(dd)
         cards["imported" if config.labels == "imported" else "judge"] = card
     if config.labels in ("gold", "both"):
-        reference, gold_train = gold_training_candidates(ws, config, rubrics)
-        dd, cards["gold"] = build_datasets(reference, gold_train)
+        gold = gold_candidates(ws, config, rubrics) if gold is None else gold
+        dd, cards["gold"] = build_datasets(reference_rubrics(ws, rubrics), gold)
         cards["gold"]["sources"] = {"gold_labels": str(gold_labels_path(config))}
         parts.append(dd)
     dataset = DatasetDict({k: concatenate_datasets([d[k] for d in parts]) for k in ("pairs", "pointwise")})
@@ -299,12 +312,13 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     clock = Stopwatch()
     rubrics = training_rubrics(ws, c.n_instructions, c.seed)
     candidates = sample_candidates(ws, c, rubrics, llms=llms)
+    gold = gold_candidates(ws, c, rubrics)
     clock.lap("candidates")
     judge_check = check_judge(ws, c, rubrics, candidates, llms=llms)
     clock.lap("judge_check")
     labels = label_candidates(ws, c, rubrics, candidates, llms=llms)
     clock.lap("labels")
-    dataset, card = build_preference_dataset(ws, c, rubrics, candidates, labels)
+    dataset, card = build_preference_dataset(ws, c, rubrics, candidates, labels, gold)
     clock.lap("dataset")
     llms.release()  # the generation models are done with before the reward model loads
     train_stats = evaluation = None
@@ -324,12 +338,11 @@ def gold_labels_path(config: RewardStepConfig) -> Path:
     return path
 
 
-def gold_training_candidates(workspace, config: RewardStepConfig, rubrics) -> tuple[list, list[dict]]:
-    """(reference rubrics, their gold-labelled candidates) for these training instructions: the rubrics the
-    gold labels were written for (not a reviewed revision of them), the candidates of ``gold_labels``."""
+def reference_rubrics(workspace, rubrics) -> list:
+    """The reference rubrics of these training instructions: the ones gold labels were written for (not a
+    reviewed revision of them)."""
     wanted = {r.id for r in rubrics}
-    reference = [r for r in workspace_split(workspace, "train") if r.id in wanted and r.criteria]
-    return reference, match_prompt_ids(reference, read_jsonl(gold_labels_path(config)))
+    return [r for r in workspace_split(workspace, "train") if r.id in wanted and r.criteria]
 
 
 def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | None = None):

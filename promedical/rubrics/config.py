@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from promedical.core.config import BACKENDS, MODEL_HELP, ConfigMixin, _choice, _needs_base_url, _positive, option
+from promedical.core.config import BACKENDS, MODEL_HELP, ConfigMixin, at_least_one, needs_base_url, one_of, option
 
 
 # ---------------------------------------------------------------- the steps
@@ -24,6 +24,6 @@ class GenerateStepConfig(ConfigMixin):
     progress: bool = option("progress bars", True)
 
     def checks(self):
-        yield from _choice("backend", self.backend, BACKENDS)
-        yield from _needs_base_url(self)
-        yield from _positive(self, "max_new_tokens")
+        yield from one_of("backend", self.backend, BACKENDS)
+        yield from needs_base_url(self)
+        yield from at_least_one(self, "max_new_tokens")
