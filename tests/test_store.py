@@ -278,3 +278,58 @@ def test_import_in_several_transactions_keeps_order(tmp_path, monkeypatch):
     assert store.statuses(["r5", "r6", "nope"]) == {"r5": "approved", "r6": "draft"}
     assert list(store.current(["r9", "r2", "nope"])) == ["r9", "r2"]
     assert store.ids(status="approved") == ["r5"] and store.status_counts() == {"approved": 1, "draft": 29}
+
+
+def test_busy_is_told_apart_from_not_a_store(tmp_path, monkeypatch):
+    """An opener waits for others at most BUSY_TIMEOUT_S, then says "busy"; a broken file says "not a store"."""
+    import promedical.rubrics.store as store_module
+    from promedical.core.files import locked
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
+    # another opener is creating the store (holds the opening lock)
+    with locked(tmp_path / "a" / "revisions.sqlite"):
+        with pytest.raises(StoreError, match=r"revisions.sqlite: busy: another process held the store for over 0.3 s"):
+            RubricStore(tmp_path / "a").ids()
+    assert RubricStore(tmp_path / "a").ids() == []  # free again: it opens
+    # a database another program holds in an exclusive transaction (rollback journal): busy, not broken
+    (tmp_path / "b").mkdir()
+    other = sqlite3.connect(tmp_path / "b" / "revisions.sqlite", isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError) as err:
+            RubricStore(tmp_path / "b").ids()
+        assert ": busy: " in str(err.value) and "not a rubric store" not in str(err.value)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # broken files: not a store, whatever the wait
+    for content in (b"hello, I am not a database\n" * 100, b"SQLite format 3\x00" + b"\xff" * 200):
+        root = tmp_path / f"junk{len(content)}"
+        root.mkdir()
+        (root / "revisions.sqlite").write_bytes(content)
+        with pytest.raises(StoreError, match="not a rubric store") as err:
+            RubricStore(root).ids()
+        assert ": busy: " not in str(err.value)
+
+
+_OPENERS = None
+
+
+def _open_and_save(worker):
+    _OPENERS.wait(timeout=60)  # every process opens the fresh store at the same moment
+    store = RubricStore(_OPENERS.root)
+    store.save(Rubric.from_dict(make_rubric(f"o{worker}")), author=f"o{worker}", base_revision=0)
+    return worker
+
+
+@pytest.mark.subprocess
+def test_many_processes_opening_a_fresh_store_at_once_all_save(tmp_path):
+    global _OPENERS
+    ctx = multiprocessing.get_context("fork")
+    for k in range(5):
+        _OPENERS = ctx.Barrier(6)
+        _OPENERS.root = tmp_path / f"s{k}"
+        with ctx.Pool(6) as pool:
+            assert sorted(pool.map(_open_and_save, range(6), chunksize=1)) == list(range(6))
+        assert RubricStore(tmp_path / f"s{k}").revision_count() == 6

@@ -6,7 +6,9 @@
    and two browser contexts of Debian's ``/usr/bin/chromium`` (Playwright; no browser download).
 3. Both open rubric A at once: both see the draft. ana edits p1's text, reloads the page (the edit
    comes back from the autosave) and approves with Shift+A;
-   ben — still looking at the draft — rejects criterion b1 with the keyboard (j…, r) and approves.
+   ben — still looking at the draft — re-enables the Reviewer field in the page and types ana's name
+   (refused by the kernel: he stays ben, ana's review is not shown), then rejects criterion b1 with
+   the keyboard (j…, r) and approves.
    Both reviews land in the team file; the store's latest revision of A is still the draft.
 4. Agreement is computed (Cohen's kappa and Krippendorff's alpha) from the two reviews.
 5. A third clinician (cy) opens the app, adjudicates A side by side (ana's p1, ben's removal of b1)
@@ -70,6 +72,9 @@ def servers(tmp_path, round1):
         with open(log, "wb") as fh:
             proc, url = start(ws, name, log=fh)
         procs.append(proc)
+        # the token is not on Voilà's command line (any local user can read argv with ps)
+        token = url.split("?token=")[1]
+        assert token.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         return url, log
 
     yield launch
@@ -170,6 +175,17 @@ def test_two_reviewers_blind_then_adjudication_then_next_round(round1, servers, 
             ben.locator(".pm-team-app").wait_for(timeout=APP_S * 1000)
             assert ben.locator(".pm-team-reviewer .pm-cid-p1 .pm-criterion-text textarea").input_value() == draft_p1
             assert ana_p1 not in ben.locator(".pm-team-app").inner_text()
+            # the field is disabled only in the browser: ben re-enables it and types ana's name — the
+            # kernel refuses the change (identity from the launch), the page shows ben again, one line
+            field = ben.locator(".pm-team-reviewer .pm-reviewer input")
+            field.evaluate("e => { e.disabled = false; }")
+            field.fill("ana")
+            field.press("Enter")
+            wait_text(ben.locator(".pm-app-status"), "refused a change from the page", "the guard", log_ben)
+            ben.wait_for_function("() => document.querySelector('.pm-team-reviewer .pm-reviewer input').value === 'ben'",
+                                  timeout=ROUND_TRIP_S * 1000)
+            assert ana_p1 not in ben.locator(".pm-team-app").inner_text()
+            assert ben.locator(".pm-team-reviewer .pm-cid-p1 .pm-criterion-text textarea").input_value() == draft_p1
             idx = ben.evaluate("() => [...document.querySelectorAll('.pm-team-reviewer .pm-criterion')]"
                                ".findIndex(e => e.classList.contains('pm-cid-b1'))")
             assert idx >= 0

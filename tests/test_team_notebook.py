@@ -59,6 +59,9 @@ def test_team_review_notebook_batch(tmp_path):
     ag = m["agreement"]["criterion_decision"]
     assert ag["units"] == len(drafts[0].criteria) + len(drafts[1].criteria) and ag["kappa"] is not None
     assert Workspace.of(ws).team_rounds_chart.stat().st_size > 100_000 and Workspace.of(ws).team_file.is_file()
+    # the round closed, so the summary and the team file are written — for their owner only
+    for f in (Workspace.of(ws).team_file, Workspace.of(ws).team_review_summary, TeamStore(store).path):
+        assert f.stat().st_mode & 0o077 == 0, f
     pool = {r.id: r for r in round_pool(store).rubrics}
     assert pool[a].to_dict() == final.rubric.to_dict() and pool[b].to_dict() == store.latest(b).rubric.to_dict()
     assert c not in pool

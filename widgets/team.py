@@ -7,19 +7,38 @@ Keyboard shortcuts (ignored while typing in a text field; Esc leaves the field):
 ``j``/``k`` next/previous criterion, ``a`` accept it, ``r`` reject it, ``n``/``p`` next/previous
 rubric, ``Shift+A`` approve the rubric (submit the review), ``c`` compact view. They are one small
 script, :data:`SHORTCUTS_JS`, that clicks the same buttons a mouse would.
+
+What the page can do to the kernel is checked here, because the page is not trusted (a reviewer
+can send any widget message from the browser console):
+
+- **Identity from the launch.** The reviewer (and round) come from the server's launch —
+  :func:`app_from_launch` reads the environment ``promedical review`` set for the kernel — as the team
+  spells the name (``TeamStore.canonical``). The *Reviewer* field only shows it: a change to it, from
+  the page or in the kernel, is put back and said in one line; every session, queue and submission
+  uses :attr:`TeamReviewer.identity`, never a widget's value.
+- **Every state change from the page is checked** (:class:`PageGuard`): a control accepts only its
+  input trait (a text's ``value``, a dropdown's ``index``, a tab's ``selected_index``…) and nothing
+  while it is disabled or hidden; a click on a disabled or hidden button is refused; anything else
+  (``disabled``, ``options``, ``description``, layouts, styles, HTML) is refused, the page is put back
+  in sync, and the app says so in one line.
+- **Errors are one line**: an exception in a handler (a damaged database among them) is shown as one
+  line in the app, never as a traceback or a raw ``sqlite3.DatabaseError``.
 """
 from __future__ import annotations
+
+import os
 
 import ipywidgets as W
 
 from promedical.core.rubric import RubricError
 from promedical.review.adjudication import ABSENT, disagreements, resolve, side_by_side
+from promedical.review.names import same_person
 from promedical.review.queues import BlindReviewSession, progress, queue
 from promedical.review.rounds import rounds_figure, rounds_table
 from promedical.review.team import TeamError, TeamStore
-from promedical.rubrics.store import RubricStore, StaleRevisionError
-
-from .reviewer import RubricReviewer, esc, table
+from promedical.rubrics.store import RubricStore, StaleRevisionError, open_store
+from widgets.page_guard import PageGuard, one_line
+from widgets.reviewer import RubricReviewer, esc, table
 
 SHORTCUTS_HELP = ("Keys: j/k next/previous criterion · a accept · r reject · n/p next/previous rubric · "
                   "Shift+A approve rubric · c compact view · Esc leaves a text field")
@@ -75,14 +94,19 @@ def shortcuts():
 class TeamReviewer(RubricReviewer):
     """A reviewer's queue of a round, reviewed blind (each rubric from its draft revision)."""
 
-    def __init__(self, store: RubricStore, team: TeamStore, reviewer: str, round: int | None = None):
+    def __init__(self, store: RubricStore, team: TeamStore, reviewer: str, round: int | None = None, *,
+                 guard: PageGuard | None = None):
         self.team, self.round = team, team.round(round)["round"]
-        ids = queue(team, reviewer.strip(), self.round)
+        self.identity = team.canonical(reviewer)  # fixed for the app's life: who the launch says
+        self.guard = guard or PageGuard(lambda text, error=False: self._say(text, error), self.identity)
+        ids = queue(team, self.identity, self.round)
         if not ids:
-            raise TeamError(f"{reviewer!r} has no rubric to review in round {self.round}")
-        super().__init__(store, reviewer, ids)
+            raise TeamError(f"{self.identity!r} has no rubric to review in round {self.round}")
+        super().__init__(store, self.identity, ids)
         self.widget.add_class("pm-team-reviewer")
         self.reviewer_name.disabled = True
+        self.reviewer_name.unobserve_all("value")  # the base app re-opens the queue under a typed name
+        self.reviewer_name.observe(self._keep_identity, names="value")
         for b in (self.save_button, self.rebase_button):
             b.layout.display = "none"
         self.approve_button.description = "Approve rubric (Shift+A)"
@@ -105,17 +129,24 @@ class TeamReviewer(RubricReviewer):
         said = self.status.value  # e.g. "restored unsaved edits": keep it through the re-render
         self._render(rebuild=True)
         self.status.value = said
+        self.guard.watch(self.widget)
 
-    # hooks of RubricReviewer
+    def _keep_identity(self, change) -> None:
+        if change["new"] != self.identity:
+            self.reviewer_name.value = self.identity
+            self._say(f"the reviewer is {self.identity}, set when the app was started: it cannot be changed here",
+                      error=True)
+
+    # hooks of RubricReviewer: the launch identity, never the field's value
     def _first_index(self, statuses: dict) -> int:
-        done = {r.rubric_id for r in self.team.reviews(self.round, reviewer=self.reviewer_name.value.strip())}
+        done = {r.rubric_id for r in self.team.reviews(self.round, reviewer=self.identity)}
         return next((i for i, rid in enumerate(self.ids) if rid not in done), 0)
 
     def _session(self, rubric_id: str, reviewer: str) -> BlindReviewSession:
-        return BlindReviewSession(self.store, self.team, rubric_id, reviewer, round=self.round)
+        return BlindReviewSession(self.store, self.team, rubric_id, self.identity, round=self.round)
 
     def reviewed(self) -> int:
-        return progress(self.team, self.reviewer_name.value.strip(), self.round)["submitted"]
+        return progress(self.team, self.identity, self.round)["submitted"]
 
     def _apply_compact(self) -> None:
         hide = "none" if self.compact.value else None
@@ -138,6 +169,8 @@ class TeamReviewer(RubricReviewer):
             self._apply_compact()
         if submitted:
             self.position.value += f" · <b>you submitted: {esc(s.submitted.decision)}</b> (blind: read-only)"
+        if rebuild and hasattr(self, "guard"):
+            self.guard.watch(self.widget)  # the new criterion rows
 
     def _save(self, status: str) -> None:
         try:
@@ -159,8 +192,10 @@ class TeamReviewer(RubricReviewer):
 class AdjudicationView:
     """Disagreements of a round side by side; pick a review or merge field by field, with a reason."""
 
-    def __init__(self, store: RubricStore, team: TeamStore, adjudicator: str, round: int | None = None):
-        self.store, self.team, self.adjudicator = store, team, adjudicator.strip()
+    def __init__(self, store: RubricStore, team: TeamStore, adjudicator: str, round: int | None = None, *,
+                 guard: PageGuard | None = None):
+        self.store, self.team, self.adjudicator = store, team, team.canonical(adjudicator)
+        self.guard = guard or PageGuard(self._say, self.adjudicator)
         self.round = team.round(round)["round"]
         self.choose = W.Dropdown(description="Rubric")
         self.choose.add_class("pm-adj-rubric")
@@ -184,10 +219,14 @@ class AdjudicationView:
         self.widget.add_class("pm-adjudication")
         self.pick: dict[str, W.Dropdown] = {}
         self.refresh()
+        self.guard.watch(self.widget)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.value = f"<span style='color:{'#b00' if error else '#060'}'>{esc(text)}</span>"
 
     def refresh(self) -> None:
-        ids = [rid for rid in disagreements(self.store, self.team, self.round)
-               if self.adjudicator not in {r.reviewer for r in self.team.reviews(self.round, rid)}]
+        ids = [rid for rid in disagreements(self.store, self.team, self.round)  # not one's own (as a person)
+               if not any(same_person(self.adjudicator, r.reviewer) for r in self.team.reviews(self.round, rid))]
         self.choose.options = ids
         self.choose.value = ids[0] if ids else None
         if not ids:
@@ -229,6 +268,8 @@ class AdjudicationView:
             rows.append(W.HBox([line, dd]))
         self.table.children = rows
         self.status.value = ""
+        if hasattr(self, "guard"):
+            self.guard.watch(self.widget)  # the new pick dropdowns
 
     def _default_picks(self) -> None:
         for dd in self.pick.values():
@@ -253,7 +294,7 @@ class AdjudicationView:
 class RoundsView:
     """Per-round metrics and the chart across rounds."""
 
-    def __init__(self, store: RubricStore, team: TeamStore):
+    def __init__(self, store: RubricStore, team: TeamStore, *, guard: PageGuard | None = None):
         self.store, self.team = store, team
         self.table = W.HTML()
         self.table.add_class("pm-rounds-table")
@@ -264,6 +305,8 @@ class RoundsView:
         self.widget = W.VBox([self.refresh_button, self.table, self.chart])
         self.widget.add_class("pm-rounds")
         self.refresh()
+        if guard is not None:
+            guard.watch(self.widget)
 
     def refresh(self) -> None:
         rows = rounds_table(self.store, self.team)
@@ -288,18 +331,30 @@ class RoundsView:
 
 
 def review_app(store: RubricStore, reviewer: str, round: int | None = None):
-    """Tabs: my queue · adjudicate · rounds (plus the keyboard shortcuts)."""
+    """Tabs: my queue · adjudicate · rounds (plus the keyboard shortcuts), for the launch identity.
+
+    Returns the root VBox (a one-line status, then the tabs) with ``.reviewer``, ``.adjudication``,
+    ``.rounds``, ``.tab``, ``.guard`` and ``.identity``. Every widget under it is guarded (:class:`PageGuard`).
+    """
     team = TeamStore(store)
+    identity = team.canonical(reviewer)  # TeamError (one line) for another spelling of a team member's name
+    status = W.HTML()
+    status.add_class("pm-app-status")
+
+    def say(text: str, error: bool = False) -> None:
+        status.value = f"<span style='color:{'#b00' if error else '#060'}'>{esc(text)}</span>"
+
+    guard = PageGuard(say, identity)
     tabs, titles = [], []
     try:
-        app = TeamReviewer(store, team, reviewer, round)
+        app = TeamReviewer(store, team, identity, round, guard=guard)
         tabs.append(app.widget)
     except TeamError as exc:
         app = None
-        tabs.append(W.HTML(f"<i>{esc(str(exc))}</i>"))
+        tabs.append(W.HTML(f"<i>{esc(one_line(exc))}</i>"))
     titles.append("My queue")
-    adj = AdjudicationView(store, team, reviewer, round)
-    rounds = RoundsView(store, team)
+    adj = AdjudicationView(store, team, identity, round, guard=guard)
+    rounds = RoundsView(store, team, guard=guard)
     tabs += [adj.widget, rounds.widget]
     titles += ["Adjudicate", "Rounds"]
     tab = W.Tab(children=tabs)
@@ -314,5 +369,31 @@ def review_app(store: RubricStore, reviewer: str, round: int | None = None):
             rounds.refresh()
 
     tab.observe(on_tab, names="selected_index")
-    tab.reviewer, tab.adjudication, tab.rounds = app, adj, rounds
-    return tab
+    root = W.VBox([status, tab])
+    root.add_class("pm-team-root")
+    guard.watch(root)
+    root.reviewer, root.adjudication, root.rounds, root.tab = app, adj, rounds, tab
+    root.guard, root.identity, root.status = guard, identity, status
+    return root
+
+
+def error_widget(text: str):
+    w = W.HTML(f"<div style='color:#b00'>{esc(text)}</div>")
+    w.add_class("pm-app-error")
+    return w
+
+
+def app_from_launch(environ=None):
+    """The app for the identity ``promedical review`` launched this kernel with (its environment:
+    ``PROMEDICAL_WORKSPACE``, ``PROMEDICAL_REVIEWER``, ``PROMEDICAL_ROUND``); any failure is one line."""
+    env = os.environ if environ is None else environ
+    try:
+        workspace = env.get("PROMEDICAL_WORKSPACE")
+        if not workspace:
+            raise TeamError("no workspace: start the app with `promedical review --workspace W --reviewer NAME`")
+        rnd = env.get("PROMEDICAL_ROUND")
+        if rnd and not rnd.isdigit():
+            raise TeamError(f"PROMEDICAL_ROUND must be a round number, got {rnd!r}")
+        return review_app(open_store(workspace), env.get("PROMEDICAL_REVIEWER", ""), int(rnd) if rnd else None)
+    except Exception as exc:  # noqa: BLE001 - the page shows one line, never a traceback
+        return error_widget(f"the review app cannot open: {one_line(exc)}")

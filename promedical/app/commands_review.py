@@ -7,18 +7,23 @@ from promedical.app.arguments import add_workspace_arg
 
 
 def cmd_review(args) -> int:
-    from promedical.app.review_server import check_workspace, serve
+    """Check everything (workspace, both databases' integrity, the reviewer's spelling), then serve
+    until Ctrl-C / SIGTERM / SIGHUP, which take the server down too; a bad input is one line, exit 2."""
+    from promedical.app.review_server import serve
     from promedical.core.workspace import Workspace
 
     try:
-        ws = Workspace.folder(args.workspace)  # a review opens an existing workspace: nothing is created
-        check_workspace(ws, args.reviewer, args.round)
         if args.port is not None and not 1 <= args.port <= 65535:
             raise ValueError(f"--port: {args.port} is not a TCP port (1-65535)")
+        ws = Workspace.folder(args.workspace)  # a review opens an existing workspace: nothing is created
+        # serve() checks before it starts anything: a ValueError here means nothing was started
+        return serve(ws, args.reviewer, args.round, port=args.port, open_browser=not args.no_browser)
     except ValueError as exc:
-        print(f"promedical review: {exc}", file=sys.stderr)
+        print(f"promedical review: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
         return 2
-    return serve(ws, args.reviewer, args.round, port=args.port, open_browser=not args.no_browser)
+    except OSError as exc:  # the server could not be started (no Voilà, no free port, …)
+        print(f"promedical review: cannot start the server: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def add_commands(sub) -> None:

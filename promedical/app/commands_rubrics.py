@@ -98,10 +98,19 @@ def cmd_score(args) -> int:
         if rubric is None:
             problems.append(f"{args.grades}:{line}: prompt_id: no rubric {quote(g['prompt_id'])} in {args.rubrics}")
             continue
+        ungraded = [(c.tier, c.id) for c in rubric.criteria if c.id not in g["criteria_met"]]
+        unknown = sorted(set(g["criteria_met"]) - {c.id for c in rubric.criteria})
+        if ungraded and not unknown:  # a missing judgment is unknown, never "not met": no score at all
+            tiers = sorted({t for t, _ in ungraded}, key=["proficiency", "bonus", "veto"].index)
+            problems.append(f"{args.grades}:{line}: criteria_met: response {quote(g['response_id'])} of rubric "
+                            f"{quote(rubric.id)} has no grade for {'/'.join(tiers)} criteria "
+                            f"{', '.join(quote(c) for _, c in ungraded[:10])}{' ...' if len(ungraded) > 10 else ''} "
+                            f"(unknown is not 'not met': grade every criterion)")
+            continue
         try:
             s = tier_scores(rubric, g["criteria_met"])
         except KeyError as exc:
-            problems.append(f"{args.grades}:{line}: criteria_met: {exc.args[0]}")
+            problems.append(f"{args.grades}:{line}: criteria_met: {escape(exc.args[0])}")
             continue
         rows.append({"prompt_id": g["prompt_id"], "response_id": g["response_id"], "s1": s.s1,
                      "s2": s.s2, "s3": s.s3, "reward": grpo_reward(s, config)})
@@ -211,9 +220,15 @@ def add_commands(sub) -> None:
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("score", help="S1/S2/S3 and GRPO reward per graded response")
-    p.add_argument("rubrics")
-    p.add_argument("grades")
+    p = sub.add_parser("score", help="S1/S2/S3 and GRPO reward per graded response",
+                       description="S1/S2/S3 and the GRPO reward of each graded response, one JSON line each. "
+                                   "Every criterion of the response's rubric needs a true/false grade: a missing "
+                                   "proficiency, bonus or veto grade is unknown, never 'not met', so such a "
+                                   "response is refused (one line naming the rubric and the criteria, exit 1) "
+                                   "and nothing is scored; no partial scores are printed.")
+    p.add_argument("rubrics", help="kit rubric JSONL")
+    p.add_argument("grades", help="JSONL of {prompt_id, response_id, criteria_met: {criterion_id: true|false}}, "
+                                  "a grade for every criterion of the rubric")
     defaults = RewardConfig()
     p.add_argument("--alpha", type=finite_float, default=defaults.alpha, help="weight of the bonus tier S2")
     p.add_argument("--headroom", type=finite_float, default=defaults.headroom,

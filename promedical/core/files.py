@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import stat
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -48,22 +49,25 @@ def _make_parent(path: Path) -> None:
         raise OutputError(f"{path}: cannot create its folder {path.parent}: not a directory")
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
     """Write text to path so that readers see the old file or the new one, never a mix.
 
     Only a regular file (or nothing) is replaced; an existing file keeps its permission bits and a new
-    one gets 0666 minus the umask (0644 typically), like any other tool's output.
+    one gets 0666 minus the umask (0644 typically), like any other tool's output. ``mode`` (e.g.
+    0o600 for a file only its owner may read) is the file's mode from its creation on, old or new.
     """
     path, existing = output_target(path)
     _make_parent(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
         # O_EXCL: never follow or reuse anything at the temporary name; the kernel applies the umask
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
-        if existing is not None:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        elif existing is not None:
             os.fchmod(fd, stat.S_IMODE(existing.st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -94,17 +98,29 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(dumps_line(r) for r in records))
 
 
-def write_json(path: str | Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
+def write_json(path: str | Path, obj, mode: int | None = None) -> Path:
+    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n", mode)
 
 
 @contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path + '.lock'`` (between processes and threads)."""
+def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive advisory lock on ``path + '.lock'`` (between processes and threads). With
+    ``timeout`` (seconds) it waits at most that long, then raises TimeoutError naming the lock."""
     lock = Path(f"{path}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        if timeout is None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"{lock}: another writer held it for over {timeout:g} s") from None
+                    time.sleep(0.05)
         try:
             yield
         finally:

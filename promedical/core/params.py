@@ -6,6 +6,13 @@ accepted where a float is expected), numbers must be finite and not negative (ev
 parameter of the kit is a count, a size, a rate, a temperature or a seed), a ``*_file`` parameter
 must name an existing regular file and a ``*_adapter`` parameter an existing directory. Every
 problem is reported at once, one ``parameter NAME: message`` line each.
+
+Sizes and counts have upper bounds (``bound_problem``): a value past them would hang a step or
+exhaust memory (``num_perm=1000000`` MinHash permutations per row), overflow a library
+(``max_chars`` as the CSV field limit) or ask a server for more than any model has. The bounds are
+by parameter name (``UPPER_BOUNDS``, the same name means the same quantity in every config), a seed
+is at most ``MAX_SEED`` and any other integer at most ``MAX_INT``; a notebook's parameters, every
+step config and the corpus config (``DataConfig``) apply them.
 """
 from __future__ import annotations
 
@@ -20,6 +27,61 @@ from typing import Any
 from promedical.core.ids import quote
 
 _NOTHING = inspect.Parameter.empty
+
+
+MAX_INT = 2**31 - 1  # any integer parameter (a count of items, steps, rows)
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch and random take it too
+TOKENS = 131072  # a generation budget: more tokens than any model's context
+UPPER_BOUNDS: dict[str, tuple[int | float, str]] = {  # name -> (largest value, what it bounds)
+    "num_perm": (4096, "MinHash permutations: memory and time grow with it for every row"),
+    "max_chars": (1_000_000, "characters of one instruction"),
+    "max_new_tokens": (TOKENS, "tokens of one answer"),
+    "monitor_max_new_tokens": (TOKENS, "tokens of one answer"),
+    "max_completion_length": (TOKENS, "tokens of one rollout"),
+    "max_length": (2 * TOKENS, "tokens of one packed sequence"),
+    "judge_explanation_chars": (10_000, "characters of one judge explanation"),
+    "concurrency": (1024, "requests in flight (one thread each)"),
+    "label_chunk": (100_000, "instructions per generate call"),
+    "embed_batch_size": (65_536, "texts per embedding pass"),
+    "batch_size": (1_000_000, "prompts per optimizer step"),
+    "micro_batch_size": (1_000_000, "prompts per forward pass"),
+    "group_size": (1024, "rollouts per prompt"),
+    "prompts_per_step": (65_536, "prompts per GRPO step"),
+    "few_shot_k": (64, "examples in one prompt"),
+    "lora_r": (65_536, "LoRA rank"),
+    "lora_alpha": (1_048_576, "LoRA alpha"),
+    "lora_layers": (65_536, "decoder layers"),
+    "timeout": (604_800, "seconds: a week"),
+    "deadline": (604_800, "seconds: a week"),
+    "rate_limit": (1_000_000, "requests per second"),
+}
+
+
+def bound_problem(name: str, value) -> str | None:
+    """None if a number is within the upper bound of parameter ``name``, else the message (naming the bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    key = name.rpartition(".")[2]
+    if key in UPPER_BOUNDS:
+        bound, what = UPPER_BOUNDS[key]
+    elif key == "seed" or key.endswith("_seed"):
+        bound, what = MAX_SEED, "the seed range"
+    elif isinstance(value, int):
+        bound, what = MAX_INT, "the integer range of parameters"
+    else:
+        return None
+    if value > bound:
+        return f"must be at most {bound} ({what}), got {_shown(value)}"
+    return None
+
+
+def _shown(value: int | float) -> str:
+    """A number for a message, short: 1e+20, 123, or "an integer of N bits" (never thousands of digits)."""
+    if isinstance(value, float):
+        return repr(value)
+    if abs(value) < 10**18:
+        return str(value)
+    return repr(float(value)) if value.bit_length() < 1000 else f"an integer of {value.bit_length()} bits"
 
 
 _JSON_NAMES = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
@@ -59,9 +121,9 @@ def type_problem(value: Any, hint) -> str | None:
         if isinstance(value, bool) or not ok:
             return f"must be {'an integer' if hint is int else 'a number'}, got {type(value).__name__}"
         if abs(value) > sys.float_info.max or not math.isfinite(value):
-            return f"must be finite, got {value}"
+            return f"must be finite, got {_shown(value)}"
         if value < 0:
-            return f"must not be negative, got {value}"
+            return f"must not be negative, got {_shown(value)}"
         return None
     if hint in (str, Path):
         return None if isinstance(value, str) else f"must be a string, got {type(value).__name__}"
@@ -82,7 +144,7 @@ def type_problem(value: Any, hint) -> str | None:
 
 
 def value_problem(name: str, value: Any, hint) -> str | None:
-    problem = type_problem(value, hint)
+    problem = type_problem(value, hint) or bound_problem(name, value)
     if problem is None and value is not None and isinstance(value, str):
         if name.endswith("_file") and not Path(value).is_file():
             problem = f"no such file {quote(value)}"

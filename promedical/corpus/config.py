@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from promedical.core.audit import THRESHOLDS
 from promedical.core.config import BACKENDS, ConfigMixin, option
+from promedical.core.params import bound_problem
 
 COLUMN_KEYS = ("prompt", "messages", "conversations", "question", "options", "system", "id", "category",
                "specialty", "input")
@@ -94,8 +95,13 @@ class DataConfig(ConfigMixin):
         if self.bench_size is not None and (not isinstance(self.bench_size, int) or isinstance(self.bench_size, bool)
                                             or self.bench_size < 0):
             bad("bench_size", "must be a non-negative integer or null")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            bad("seed", "must be an integer")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            bad("seed", "must be a non-negative integer")
+        for name in ("max_chars", "num_perm", "embed_batch_size", "concurrency", "label_chunk", "max_new_tokens",
+                     "bench_size", "seed"):  # upper bounds: core/params.py UPPER_BOUNDS
+            problem = bound_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"parameter {name}: {problem}")
         band = self.difficulty_band
         if not (isinstance(band, (list, tuple)) and len(band) == 2
                 and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 10 for b in band) and band[0] <= band[1]):

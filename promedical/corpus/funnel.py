@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 
 from promedical.core.files import atomic_write_text, dumps_line, write_json
+from promedical.core.ids import escape, quote
 from promedical.corpus.label import CLASSIFY_PROMPT, DIFFICULTY_PROMPT
-from promedical.corpus.store import data_dir, read_table, write_table
+from promedical.corpus.store import check_curation, data_dir, open_table, read_table, write_table
 
 KEEP_COLUMNS = ("id", "messages", "text", "split", "category", "specialty", "label_source", "difficulty",
                 "difficulty_reason", "rubric", "lineage")
@@ -23,23 +24,30 @@ def _lineage(r: dict) -> str:
 HEAVY_COLUMNS = ("messages", "text", "rubric")  # kept in Arrow through curation, never as Python objects
 
 
-def write_outputs(workspace, table, rows: list[dict], funnel: dict) -> None:
+def write_outputs(workspace, table, rows: list[dict], funnel: dict, audit: dict | None = None) -> None:
     """curated.parquet = the light per-row fields and fates (``rows``) joined with the heavy columns of the
-    ingested ``table`` (same order); train/bench.parquet = its kept rows of each split."""
+    ingested ``table`` (same order); train/bench.parquet = its kept rows of each split; split_audit.json
+    and the card (with ``audit``); funnel.json last. Every file carries ``funnel["curation"]``, so a
+    curation killed half-way is seen as such (``store.check_curation``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     d = data_dir(workspace)
+    curation = funnel.get("curation")
     for r in rows:
         r["lineage"] = _lineage(r)
     curated = pa.Table.from_pylist(rows)
     for name in HEAVY_COLUMNS:
         curated = curated.append_column(name, table[name])
-    write_table(d / "curated.parquet", curated)
+    write_table(d / "curated.parquet", curated, curation=curation)
     for split in ("train", "bench"):
         mask = pc.and_(curated["kept"], pc.equal(curated["split"], split))
         kept = curated.filter(pc.fill_null(mask, False)).select(list(KEEP_COLUMNS))
-        write_table(d / f"{split}.parquet", kept.cast(_empty_schema()))  # one schema, even where a column is all null
+        # one schema, even where a column is all null
+        write_table(d / f"{split}.parquet", kept.cast(_empty_schema()), curation=curation)
+    if audit is not None:
+        write_json(d / "split_audit.json", audit)
+        write_card(workspace, funnel, audit)
     write_json(d / "funnel.json", funnel)
 
 
@@ -105,9 +113,9 @@ def explain(workspace, item_id: str) -> dict:
     if not (d / "curated.parquet").is_file():
         raise FileNotFoundError(f"{d}: not curated yet; run `promedical curate --workspace {workspace}`")
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(d / "curated.parquet")
+    check_curation(workspace)
+    table = open_table(d / "curated.parquet")
     hit = table.filter(pc.equal(table["id"], item_id)).to_pylist()
     if hit:
         r = hit[0]
@@ -115,16 +123,16 @@ def explain(workspace, item_id: str) -> dict:
                "duplicate_of": r["duplicate_of"], "score": r["score"], "difficulty": r["difficulty"],
                "difficulty_reason": r["difficulty_reason"], "category": r["category"], "specialty": r["specialty"],
                "lineage": json.loads(r["lineage"])}
-        out["line"] = (f"{r['id']}: kept in {r['split']} (category {r['category']}, specialty {r['specialty']}, "
-                       f"difficulty {r['difficulty']})" if r["kept"] else f"{r['id']}: dropped at {r['stage']}: {r['reason']}")
+        out["line"] = escape(f"{r['id']}: kept in {r['split']} (category {r['category']}, specialty {r['specialty']}, "
+                             f"difficulty {r['difficulty']})" if r["kept"] else f"{r['id']}: dropped at {r['stage']}: {r['reason']}")
         return out
     from promedical.corpus.ingest import read_rejects
 
     for rej in read_rejects(workspace):
         if f"{rej['source']}:{rej['row']}" == item_id:
             return {"id": item_id, "kept": False, "stage": "ingest", "reason": rej["reason"],
-                    "line": f"{item_id}: rejected at ingest: {rej['reason']}"}
-    raise KeyError(f"no row {item_id!r} in {d} (ids look like SOURCE:ID; rejected rows like PATH:ROW)")
+                    "line": escape(f"{item_id}: rejected at ingest: {rej['reason']}")}
+    raise KeyError(f"no row {quote(item_id)} in {d} (ids look like SOURCE:ID; rejected rows like PATH:ROW)")
 
 
 def export(workspace, out_path: str | Path) -> int:
@@ -145,6 +153,7 @@ def read_funnel(workspace) -> dict:
     path = data_dir(workspace) / "funnel.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not curated yet")
+    check_curation(workspace)
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -12,22 +12,63 @@ Shapes, tried in this order (``columns`` overrides any guess): HealthBench (``pr
 column becomes the first turn. Trailing assistant turns (the answer in SFT data) are dropped, so every
 instruction ends with a user turn; the count is kept in ``dropped_turns``.
 
-Every row gets a stable id, ``SOURCE:ORIGINAL_ID`` or ``SOURCE:h<sha1 of the messages>``, and its lineage
-(source, path, row, original id). Re-ingesting a source adds nothing twice. A bad row is skipped and
-reported as ``PATH:ROW: reason``; nothing disappears without a line.
+Every row gets a stable id, ``SOURCE:ORIGINAL_ID`` or ``SOURCE:h<sha1 of the messages>``, that follows the
+kit's id rule (``promedical.core.ids``): a file name or original id with other characters (spaces,
+newlines, bidi or ANSI control characters, non-ASCII letters, over 128 characters) is turned into a valid
+one (each run of other characters becomes ``-``, and a short hash of the original keeps two originals
+apart), while the lineage keeps the original (path, original id). Re-ingesting a source adds nothing twice.
+A bad row is skipped and reported as ``PATH:ROW: reason``; nothing disappears without a line.
+
+One writer at a time (``store.writer_lock``): a second ``ingest`` or ``curate`` into the same workspace
+waits, then stops with ``WorkspaceBusy``; files inside the workspace are never read as a source.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 from promedical.core.files import write_json, write_jsonl
+from promedical.core.ids import id_problem
 from promedical.core.jsonl import iter_jsonl
+from promedical.core.workspace import Workspace
 from promedical.corpus.readers import expand_source
 from promedical.corpus.records import RowError, content_hash, instruction_text, record_to_instruction
-from promedical.corpus.store import data_dir, write_table
+from promedical.corpus.store import data_dir, open_table, write_table, writer_lock
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9._:+/@#-]+")
+
+
+# ----------------------------------------------------------------------------------------------
+# Ids from file names and data
+# ----------------------------------------------------------------------------------------------
+def _digest(text: str, n: int = 6) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def id_part(text: str, limit: int = 96) -> str:
+    """``text`` (a file name, a folder path, an original id) as characters the id rule allows: itself when
+    it already is, else NFKC-folded, each run of other characters as ``-``, trimmed to start and end with
+    a letter or digit, at most ``limit`` characters, plus ``-`` and a 6-digit hash of the original (so two
+    originals never meet in one id)."""
+    if len(text) <= limit and id_problem(text) is None:
+        return text
+    cleaned = _NOT_ID.sub("-", unicodedata.normalize("NFKC", text))
+    cleaned = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)[:limit - 7]
+    cleaned = re.sub(r"[^A-Za-z0-9]+$", "", cleaned)
+    return f"{cleaned}-{_digest(text)}" if cleaned else f"x{_digest(text)}"
+
+
+def row_id(source: str, original: str | None, messages: list[dict]) -> str:
+    """The stable id of a row: ``SOURCE:ORIGINAL_ID`` or ``SOURCE:h<hash of the messages>`` (``source`` is
+    already an id part); always a valid id (at most 128 characters)."""
+    if original is None:
+        return f"{source}:h{content_hash(messages)}"
+    return f"{source}:{id_part(original, max(16, 127 - len(source)))}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -44,12 +85,18 @@ def _guarded(rows):
 
 
 def unique_name(name: str, label: str, taken: dict[str, str]) -> str:
-    """The source name for ``label``: its own name unless another path already has it, then parent/name."""
-    parts = Path(label).parts[:-1]
-    candidate, k = name, len(parts)
+    """The source name for ``label`` (an id part, see ``id_part``): its own name unless another path already
+    has it, then parent/name."""
+    def capped(c: str) -> str:  # SOURCE:ID stays within the id rule's 128 characters
+        return c if len(c) <= 96 else id_part(c, 96)
+
+    name = "/".join(id_part(p, 48) for p in name.split("/"))
+    parts = [id_part(p, 48) for p in Path(label).parts[:-1] if p not in ("/", "", ".", "..")]
+    candidate, k = capped(name), len(parts)
     while taken.get(candidate, label) != label and k > 0:
         k -= 1
-        candidate = f"{parts[k]}/{candidate}"
+        name = f"{parts[k]}/{name}"
+        candidate = capped(name)
     if taken.get(candidate, label) != label:
         raise ValueError(f"{label}: source name {name!r} is taken by {taken[candidate]}")
     taken[candidate] = label
@@ -57,12 +104,13 @@ def unique_name(name: str, label: str, taken: dict[str, str]) -> str:
 
 
 def iter_rows(spec: str, columns: dict | None = None, max_chars: int = 20000,
-              taken: dict[str, str] | None = None) -> Iterator[tuple[dict | None, dict | None]]:
+              taken: dict[str, str] | None = None, exclude: Path | None = None) -> Iterator[tuple[dict | None, dict | None]]:
     """(instruction row, None) or (None, reject {"source", "row", "reason"}) for every row of a source.
     ``taken`` maps source names already in use to their paths: a second file with the same name
-    (train/rubrics.jsonl and bench/rubrics.jsonl) is named by its parent folder too."""
+    (train/rubrics.jsonl and bench/rubrics.jsonl) is named by its parent folder too. Files under
+    ``exclude`` (the workspace) are not read."""
     taken = {} if taken is None else taken
-    for name, label, factory in expand_source(spec):
+    for name, label, factory in expand_source(spec, exclude=exclude):
         name = unique_name(name, label, taken)
         seen: dict[str, int] = {}
         for row, obj, err in _guarded(factory(max_chars)):
@@ -74,7 +122,7 @@ def iter_rows(spec: str, columns: dict | None = None, max_chars: int = 20000,
                 if chars > max_chars:
                     raise RowError(f"over-long: {chars} characters > max_chars {max_chars}")
                 hashed = rec["original_id"] is None
-                rid = f"{name}:{'h' + content_hash(rec['messages']) if hashed else rec['original_id']}"
+                rid = row_id(name, rec["original_id"], rec["messages"])
                 if rid in seen:
                     raise RowError(f"exact duplicate of {rid} (identical messages, row {seen[rid]})" if hashed
                                    else f"duplicate id {rec['original_id']!r} (first on row {seen[rid]})")
@@ -115,17 +163,24 @@ def read_rejects(workspace) -> list[dict]:
 def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_chars: int = 20000) -> dict:
     """Add the rows of every source to ``W/data/instructions.parquet``; rejects go to ``W/data/rejects.jsonl``.
 
-    Every source is checked before anything is written (a missing path is a ValueError naming it).
+    Every source is checked before anything is written (a missing path is a ValueError naming it; so is
+    a source inside the workspace, and the workspace's own files in a folder source are skipped). One
+    writer at a time: WorkspaceBusy (a ValueError) when another ingest or curate holds the workspace.
     Returns {"sources": [per-source counts], "added", "already", "rejected", "problems": ["PATH:ROW: reason"]}."""
+    home = Workspace.of(workspace).root
     for spec in sources:
-        expand_source(spec)  # fail early, before writing anything
+        expand_source(spec, exclude=home)  # fail early, before writing anything
+    with writer_lock(workspace):
+        return _ingest(sources, workspace, columns, max_chars, home)
+
+
+def _ingest(sources, workspace, columns, max_chars, home) -> dict:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     d = data_dir(workspace)
     schema = instructions_schema()
     path = d / "instructions.parquet"
-    existing = pq.read_table(path) if path.is_file() else schema.empty_table()
+    existing = open_table(path) if path.is_file() else schema.empty_table()
     light = existing.select(["id", "source", "path"]).to_pylist()  # the heavy columns stay in Arrow
     known = {r["id"] for r in light}
     taken = {r["source"]: r["path"] for r in light}
@@ -137,7 +192,7 @@ def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_ch
     for spec in sources:
         counts = Counter()
         reasons = Counter()
-        for rec, bad in iter_rows(spec, columns, max_chars, taken):
+        for rec, bad in iter_rows(spec, columns, max_chars, taken, exclude=home):
             counts["rows"] += 1
             if bad is not None:
                 counts["rejected"] += 1

@@ -155,18 +155,18 @@ def label(items: list[tuple[str, str]], llm: LLM, out_path: str | Path, *, kind:
         part = todo[start:start + chunk]
         prompts = [difficulty_messages(t) if kind == "difficulty" else classify_messages(t, taxonomy) for _, t in part]
         t0 = time.perf_counter()
-        try:
-            texts = llm.generate(prompts, params)
+        try:  # one text or exception per item: a failed request fails alone
+            texts = llm.generate_each(prompts, params)
             if len(texts) != len(part):
                 raise RuntimeError(f"the backend returned {len(texts)} texts for {len(part)} prompts")
-            error = None
         except Exception as exc:  # recorded per item; retried on the next run
-            texts, error = [""] * len(part), f"backend error: {type(exc).__name__}: {str(exc)[:300]}"
+            texts = [exc] * len(part)
         seconds = round((time.perf_counter() - t0) / len(part), 3)
         for (item_id, _), raw in zip(part, texts):
             rec = {"id": item_id, "model": llm.model_id, "prompt_version": PROMPT_VERSION, "seconds": seconds}
-            if error:
-                rec.update(status="error", error=error)
+            if isinstance(raw, Exception) or not isinstance(raw, str):  # never "answered": asked again next run
+                error = raw if isinstance(raw, Exception) else TypeError(f"the backend returned {type(raw).__name__}")
+                rec.update(status="error", error=f"backend error: {type(error).__name__}: {str(error)[:300]}")
             else:
                 try:
                     parsed = parse_difficulty(raw) if kind == "difficulty" else parse_classification(raw, taxonomy)

@@ -6,21 +6,22 @@ row keeps its stage, reason, the id it duplicates and the score (``promedical cu
 """
 from __future__ import annotations
 
+import secrets
 import time
 from collections import Counter
 
 from promedical.core.audit import THRESHOLDS
 from promedical.core.config import build
-from promedical.core.files import write_json
 from promedical.core.provenance import stamp
 from promedical.core.workspace import Workspace
 from promedical.corpus.config import DataConfig
 from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
-from promedical.corpus.funnel import HEAVY_COLUMNS, write_card, write_outputs
+from promedical.corpus.funnel import HEAVY_COLUMNS, write_outputs
 from promedical.corpus.ingest import ingest, iter_rows, read_rejects
 from promedical.corpus.label import label, load_taxonomy
+from promedical.corpus.readers import expand_source
 from promedical.corpus.split import contamination, split_audit, stratified_split
-from promedical.corpus.store import data_dir
+from promedical.corpus.store import data_dir, open_table, writer_lock
 
 UNLABELLED = "unlabelled"
 
@@ -58,17 +59,38 @@ def _label_llm(config: DataConfig, ws: Workspace):
     return make_llm(config.backend, config.model, base_url=config.base_url, cache_dir=ws.llm_cache, **kwargs)
 
 
+def check_inputs(config: DataConfig, workspace=None) -> dict:
+    """Every file the funnel will read, checked before anything runs (no LLM label spent on a run that
+    would stop at its last stage): the sources, the outside benchmarks and the taxonomy. Returns the
+    taxonomy; ValueError naming the first bad input."""
+    home = Workspace.folder(workspace) if workspace is not None else None
+    for spec in config.sources:
+        expand_source(spec, exclude=home)
+    for spec in config.decontaminate:
+        try:
+            expand_source(spec)
+        except ValueError as exc:
+            raise ValueError(f"decontaminate: {exc}") from None
+    return load_taxonomy(config.taxonomy)
+
+
 def curate(workspace, config: DataConfig | None = None, *, progress: bool = True, llm=None) -> dict:
     """Run the funnel over ``W/data/instructions.parquet``; write curated/train/bench tables, funnel.json,
-    split_audit.json and the dataset card. ``llm`` overrides the backend built from the config."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
+    split_audit.json and the dataset card, as one curation (``store.check_curation``). ``llm`` overrides the
+    backend built from the config. Inputs are checked first; one writer at a time (``store.writer_lock``)."""
     config = config or DataConfig()
     ws = Workspace.of(workspace)
+    taxonomy = check_inputs(config)
+    with writer_lock(ws):
+        return _curate(ws, config, taxonomy, progress, llm)
+
+
+def _curate(ws: Workspace, config: DataConfig, taxonomy: dict, progress: bool, llm) -> dict:
+    import numpy as np
+
     d = data_dir(ws)
     path = d / "instructions.parquet"
-    table = pq.read_table(path) if path.is_file() else None
+    table = open_table(path) if path.is_file() else None
     if table is None or table.num_rows == 0:
         raise ValueError(f"{d / 'instructions.parquet'}: no instructions; run `promedical ingest SOURCE --workspace {ws}` first")
     rows = table.select([c for c in table.column_names if c not in HEAVY_COLUMNS]).to_pylist()  # light fields
@@ -124,7 +146,6 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
                 f.drop(i, "difficulty", f"difficulty unknown: {why}" + ("; re-run curate to retry"
                                                                         if rec.get("status") == "error" else ""))
         f.record("difficulty", len(alive))
-    taxonomy = load_taxonomy(config.taxonomy)
     if config.classify:
         alive = f.alive()
         need = [i for i in alive if not (rows[i].get("category") in taxonomy["categories"]
@@ -210,7 +231,8 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
                         embeddings=(stack(bench), stack(train)) if need_emb else None, num_perm=config.num_perm)
     audit["outside_benchmarks"] = outside_sources
     audit["bench_vs_train_pass"] = "skipped: the dedup stages ran with the audit's thresholds" if covered else "run"
-    write_json(data_dir(ws) / "split_audit.json", audit)
+    curation = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+    audit["curation"] = curation
 
     by_category = {}
     for i in f.alive():
@@ -224,9 +246,8 @@ def curate(workspace, config: DataConfig | None = None, *, progress: bool = True
               "dropped_by_stage": dict(Counter(r["stage"] for r in rows if not r["kept"])),
               "rejected_at_ingest": len(rejects), "audit_verdict": audit["verdict"],
               "config": config.to_dict(), "taxonomy": taxonomy,
-              "provenance": stamp(config=config.to_dict(), seed=config.seed)}
-    write_outputs(ws, table, rows, funnel)
-    write_card(ws, funnel, audit)
+              "provenance": stamp(config=config.to_dict(), seed=config.seed), "curation": curation}
+    write_outputs(ws, table, rows, funnel, audit)  # funnel.json last: it names the finished curation
     return funnel
 
 
@@ -234,6 +255,7 @@ def step_data(workspace=None, config: DataConfig | None = None, *, progress: boo
     """00: ingest ``sources`` (when given) and curate; ``config`` and/or ``params`` give the ``DataConfig``."""
     config = build(DataConfig, config, params)
     ws = Workspace.of(workspace)
+    check_inputs(config, ws)  # before the ingest writes anything
     ingested = None
     if config.sources:
         ingested = ingest(config.sources, ws, columns=config.columns, max_chars=config.max_chars)

@@ -10,13 +10,12 @@ import random
 import threading
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from promedical.core.files import write_json
+from promedical.models.http_client import MalformedReply, completion_text, post_once, refused_redirect, retry_after
 
 
 @dataclass(frozen=True)
@@ -174,27 +173,16 @@ class RateLimiter:
             time.sleep(slot - now)
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the scheme's default port filled in."""
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-
-
-class CredentialSafeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects as urllib does, but never carry the Authorization header (the API key) to
-    another origin: another host, port or scheme (an https -> http downgrade included)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and origin(new.full_url) != origin(req.full_url):
-            new.remove_header("Authorization")
-        return new
-
-
 class OpenAICompatibleLLM(LLM):
     """Chat completions over HTTP (a vLLM server, a hosted model) with bounded concurrency, a rate
-    limit, retries with jittered exponential backoff (honouring Retry-After) and a per-request deadline.
-    The API key is sent to base_url's origin only: a redirect to another origin is followed without it.
+    limit, retries with jittered exponential backoff (honouring Retry-After) and a wall-clock deadline.
+
+    ``timeout`` bounds one attempt and ``deadline`` the whole request, retries included, both in
+    wall-clock seconds (a server that trickles bytes cannot stretch them: see ``models/http_client.py``).
+    ``deadline=None`` means ``DEFAULT_DEADLINE`` (or ``timeout``, if larger): every request of every
+    stage that uses this backend ends in bounded time. Only a 307/308 to the same origin is followed;
+    any other redirect, a reply over 16 MiB, or a 200 whose ``content`` is not text (null, missing)
+    is a failure (never cached, asked again on the next run), never an answer.
 
     Decoding parameters are the same as on the local backends: ``repetition_penalty`` goes as the
     extra body field vLLM's OpenAI server accepts (sent only when it is not the neutral 1.0, so a
@@ -203,19 +191,23 @@ class OpenAICompatibleLLM(LLM):
     """
 
     RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+    DEFAULT_DEADLINE = 600.0  # seconds per request, retries included, when no deadline is given
+    MAX_SECONDS = 604_800  # a week: the longest timeout or deadline (a timer cannot wait forever)
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
                  timeout: float = 120.0, max_retries: int = 4, backoff: float = 1.0,
                  rate_limit: float | None = None, deadline: float | None = None):
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if deadline is not None and not deadline > 0:
-            raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}")
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= self.MAX_SECONDS):
+                raise ValueError(f"{name} must be a number of seconds in (0, {self.MAX_SECONDS}], got {value!r}")
         self.base_url, self.model_id = base_url.rstrip("/"), model
-        self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
-        self.max_retries, self.backoff, self.deadline = max_retries, backoff, deadline
+        self.api_key, self.concurrency, self.timeout = api_key, concurrency, float(timeout)
+        self.max_retries, self.backoff = max_retries, backoff
+        self.deadline = float(deadline) if deadline is not None else max(self.DEFAULT_DEADLINE, self.timeout)
         self.limiter = RateLimiter(rate_limit)
-        self._opener = urllib.request.build_opener(CredentialSafeRedirects())
 
     @property
     def parallelism(self) -> int:
@@ -237,37 +229,29 @@ class OpenAICompatibleLLM(LLM):
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
-                                         headers=headers, method="POST")
+        url, data = f"{self.base_url}/chat/completions", json.dumps(body).encode()
         last, attempt = None, 0
-        deadline = time.monotonic() + self.deadline if self.deadline else None
+        deadline = time.monotonic() + self.deadline
         for attempt in range(self.max_retries + 1):
-            retry_after = None
+            retry_wait = None
             try:
                 self.limiter.wait(deadline)
-                timeout = self.timeout if deadline is None else min(self.timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    raise TimeoutError("deadline reached")
-                with self._opener.open(request, timeout=timeout) as resp:
-                    raw = resp.read(MAX_RESPONSE_BYTES + 1)
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    raise HTTPError(f"{self.base_url}: reply over {MAX_RESPONSE_BYTES} bytes")
-                try:
-                    content = json.loads(raw)["choices"][0]["message"]["content"]
-                except (ValueError, KeyError, IndexError, TypeError) as exc:
-                    raise HTTPError(f"{self.base_url}: malformed chat completion: {exc!r}") from exc
-                return content if isinstance(content, str) else ""
+                raw = post_once(url, data, headers, min(self.timeout, deadline - time.monotonic()))
+                return completion_text(raw)
             except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read(300)!r}"
-                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-                if exc.code not in self.RETRY_STATUS:
+                redirect = refused_redirect(exc, url)
+                last = redirect or f"HTTP {exc.code}: {getattr(exc, 'detail', b'')!r}"
+                retry_wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+                if redirect or exc.code not in self.RETRY_STATUS:
                     break
+            except MalformedReply as exc:
+                last = f"malformed chat completion: {exc}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if attempt < self.max_retries:
                 pause = self.backoff * 2 ** attempt * (0.5 + random.random() / 2)
-                pause = max(pause, retry_after or 0.0)
-                if deadline is not None and time.monotonic() + pause >= deadline:
+                pause = max(pause, retry_wait or 0.0)
+                if time.monotonic() + pause >= deadline:
                     last = f"{last} (deadline of {self.deadline:g} s reached)"
                     break
                 time.sleep(pause)
@@ -291,17 +275,6 @@ class OpenAICompatibleLLM(LLM):
             if isinstance(item, Exception):
                 raise item
         return out
-
-
-MAX_RESPONSE_BYTES = 16 << 20  # a chat completion is read up to 16 MiB, never unbounded
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (the delta form; capped at 60 s); None if absent or a date."""
-    try:
-        return min(max(float(value), 0.0), 60.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 class CachedLLM(LLM):

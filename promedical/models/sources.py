@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from promedical.core.params import bound_problem
 from promedical.models.llm import LLM, GenParams, make_llm
 
 KINDS = ("transformers", "vllm", "openai", "file")
@@ -34,7 +35,7 @@ class Source:
     concurrency: int = 8  # openai: requests in flight
     rate_limit: float | None = None  # openai: requests per second
     timeout: float = 120.0  # openai: seconds per attempt
-    deadline: float | None = None  # openai: seconds per request, retries included
+    deadline: float | None = None  # openai: seconds per request, retries included (None: the backend's 600 s)
 
     def __post_init__(self):
         def bad(msg):
@@ -64,12 +65,16 @@ class Source:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 bad(f"{key} must be an integer >= {lo}, got {value!r}")
+            if bound_problem(key, value):
+                bad(f"{key} {bound_problem(key, value)}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             bad(f"seed must be an integer, got {self.seed!r}")
         for key in ("rate_limit", "deadline", "timeout"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 bad(f"{key} must be a number > 0, got {value!r}")
+            if value is not None and bound_problem(key, value):
+                bad(f"{key} {bound_problem(key, value)}")
 
     def label(self) -> str:
         if self.name:

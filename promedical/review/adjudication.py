@@ -6,13 +6,16 @@ per (criterion, field) that any reviewer changed or on which they differ. :func:
 adjudicator's choice — one reviewer's review, or a merge of field picks — with a reason (required),
 writes ONE store revision (action ``adjudication``, author the adjudicator, the reason naming both
 reviews) based on the draft revision, and records the adjudication in the team file, which keeps
-both blind reviews. An adjudicator may not be one of the rubric's reviewers.
+both blind reviews. An adjudicator may not be one of the rubric's reviewers — compared as people
+(:func:`promedical.review.names.reviewer_key`: ``Ana``, ``ana`` + U+200B and ``ａｎａ`` are one).
+:func:`unresolved` lists what keeps a round open (the batch summary waits until it is closed).
 """
 from __future__ import annotations
 
 import copy
 
 from promedical.core.rubric import Rubric
+from promedical.review.names import clean_name, reviewer_key
 from promedical.review.queues import reviews_agree
 from promedical.review.team import Review, TeamError, TeamStore
 from promedical.rubrics.store import Revision, RubricStore
@@ -42,6 +45,23 @@ def disagreements(store: RubricStore, team: TeamStore, round: int | None = None)
     rnd = team.round(round)["round"]
     ids = list(dict.fromkeys(a.rubric_id for a in team.assignments(rnd)))
     return [rid for rid in ids if _pending(store, team, rnd, rid) is not None]
+
+
+def unresolved(store: RubricStore, team: TeamStore, round: int | None = None) -> list[str]:
+    """Rubric ids that keep a round open: not assigned, a reviewer has not submitted, or a
+    disagreement waits for adjudication. A round is *closed* when this is empty (and it has rubrics)."""
+    rnd = team.round(round)
+    out = []
+    for rid in rnd["rubric_ids"]:
+        assigned = team.assignments(rnd["round"], rubric_id=rid)
+        if (not assigned or len(team.reviews(rnd["round"], rubric_id=rid)) < len(assigned)
+                or _pending(store, team, rnd["round"], rid) is not None):
+            out.append(rid)
+    return out
+
+
+def round_closed(store: RubricStore, team: TeamStore, round: int | None = None) -> bool:
+    return bool(team.round(round)["rubric_ids"]) and not unresolved(store, team, round)
 
 
 def side_by_side(store: RubricStore, team: TeamStore, rubric_id: str, round: int | None = None) -> dict:
@@ -94,10 +114,13 @@ def merge(draft: Rubric, reviews: list[Review], picks: dict[str, str], base: str
     criterion as that reviewer has it, removed if they removed it) or ``"<criterion id>.<field>"``;
     values: reviewer names.
     """
-    by = {r.reviewer: r for r in reviews}
-    unknown = sorted({v for v in picks.values() if v not in by} | ({base} - set(by)))
+    who = {reviewer_key(r.reviewer): r.reviewer for r in reviews}  # a pick names a person, however spelled
+    unknown = sorted({str(v) for v in [*picks.values(), base] if reviewer_key(v) not in who})
     if unknown:
-        raise TeamError(f"no review by {', '.join(map(repr, unknown))} (reviewers: {', '.join(by)})")
+        raise TeamError(f"no review by {', '.join(map(repr, unknown))} (reviewers: {', '.join(who.values())})")
+    picks = {k: who[reviewer_key(v)] for k, v in picks.items()}
+    base = who[reviewer_key(base)]
+    by = {r.reviewer: r for r in reviews}
     out = copy.deepcopy(by[base].rubric.to_dict())
     decision = by[base].decision
     known = {c.id for c in draft.criteria} | {c.id for r in reviews for c in r.rubric.criteria}
@@ -142,20 +165,24 @@ def resolve(store: RubricStore, team: TeamStore, rubric_id: str, adjudicator: st
     from promedical.review.session import normalise_weights
 
     rnd = team.round(round)["round"]
-    if not isinstance(adjudicator, str) or not adjudicator.strip():
+    if not clean_name(adjudicator):
         raise TeamError("the adjudicator must be named")
-    adjudicator = adjudicator.strip()
     if not isinstance(reason, str) or not reason.strip():
         raise TeamError("an adjudication needs a reason")
     reviews = _pending(store, team, rnd, rubric_id)
     if reviews is None:
         raise TeamError(f"rubric {rubric_id!r} of round {rnd} is not waiting for adjudication")
-    if adjudicator in {r.reviewer for r in reviews}:
-        raise TeamError(f"{adjudicator!r} reviewed rubric {rubric_id!r}: another clinician must adjudicate it")
+    own = next((r.reviewer for r in reviews if reviewer_key(r.reviewer) == reviewer_key(adjudicator)), None)
+    if own is not None:  # compared as people: case, width and invisible characters do not make another one
+        raise TeamError(f"{adjudicator!r} is {own!r}, who reviewed rubric {rubric_id!r}: "
+                        "another clinician must adjudicate it")
+    adjudicator = team.canonical(adjudicator)  # an existing name spelled differently is refused
     assigned = team.assignments(rnd, rubric_id=rubric_id)
     draft = store.get(rubric_id, assigned[0].base_revision).rubric
-    base = choice or reviews[0].reviewer
-    merged, decision = merge(draft, reviews, picks or {}, base)
+    merged, decision = merge(draft, reviews, picks or {}, choice or reviews[0].reviewer)
+    who = {reviewer_key(r.reviewer): r.reviewer for r in reviews}
+    base = who[reviewer_key(choice or reviews[0].reviewer)]
+    picks = {k: who[reviewer_key(v)] for k, v in (picks or {}).items()}
     s1 = [c for c in merged["criteria"] if c.get("tier") == "proficiency"]
     if s1 and all(isinstance(c.get("weight"), (int, float)) and c["weight"] > 0 for c in s1):
         for c, w in zip(s1, normalise_weights([c["weight"] for c in s1])):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import Problem, Rubric, RubricError
+from promedical.review.names import clean_name, reviewer_key
 from promedical.review.session import ReviewSession, autosave_name
 from promedical.review.team import Assignment, Review, TeamError, TeamStore
 from promedical.rubrics.store import Revision, RubricStore, StaleRevisionError
@@ -35,7 +36,7 @@ def plan_assignments(rubrics: list[Rubric], reviewers: list[str], *, by: str = "
                      specialties: dict[str, list[str]] | None = None, double_share: float = 0.0,
                      seed: int = 0) -> dict[str, list[str]]:
     """Rubric id -> its reviewers (one, or two for the double-reviewed share)."""
-    reviewers = list(dict.fromkeys(r.strip() for r in reviewers if isinstance(r, str) and r.strip()))
+    reviewers = distinct_reviewers(reviewers)
     if not reviewers:
         raise ValueError("name at least one reviewer")
     if by not in METHODS:
@@ -46,6 +47,7 @@ def plan_assignments(rubrics: list[Rubric], reviewers: list[str], *, by: str = "
         raise ValueError("double review needs at least two reviewers")
     if by == "specialty" and not specialties:
         raise ValueError("assignment by specialty needs each reviewer's specialties")
+    covers = {reviewer_key(k): v for k, v in (specialties or {}).items()}  # keyed by person, however spelled
     ids = [r.id for r in rubrics]
     n_double = math.ceil(double_share * len(ids) - 1e-9)
     double = set(random.Random(seed).sample(ids, n_double))
@@ -68,12 +70,25 @@ def plan_assignments(rubrics: list[Rubric], reviewers: list[str], *, by: str = "
             if r.id in double:
                 who.append(pick(cands[1:], {first}))
         else:
-            cands = [x for x in reviewers if r.specialty and r.specialty in (specialties.get(x) or [])]
+            cands = [x for x in reviewers if r.specialty and r.specialty in (covers.get(reviewer_key(x)) or [])]
             who = [pick(cands, set())]
             if r.id in double:
                 who.append(pick(cands, set(who)))
         plan[r.id] = who
     return plan
+
+
+def distinct_reviewers(names) -> list[str]:
+    """Clean names, duplicates dropped; ValueError (one line) for one person spelled two ways."""
+    out: dict[str, str] = {}
+    for name in names:
+        clean = clean_name(name)
+        if not clean:
+            continue
+        other = out.setdefault(reviewer_key(clean), clean)
+        if other != clean:
+            raise ValueError(f"reviewers {other!r} and {name!r} are one person spelled two ways: use one spelling")
+    return list(out.values())
 
 
 def read_assignment_file(path: str | Path, known_ids: set[str]) -> dict[str, list[str]]:
@@ -88,13 +103,14 @@ def read_assignment_file(path: str | Path, known_ids: set[str]) -> dict[str, lis
             elif obj["rubric_id"] in plan:
                 err = f"rubric_id: {obj['rubric_id']!r} is assigned on an earlier line"
             elif (not isinstance(obj.get("reviewers"), list) or not 1 <= len(obj["reviewers"]) <= 5
-                  or not all(isinstance(x, str) and x.strip() for x in obj["reviewers"])
-                  or len(set(obj["reviewers"])) != len(obj["reviewers"])):
-                err = "reviewers: must be a list of 1 to 5 distinct non-empty names"
+                  or not all(clean_name(x) for x in obj["reviewers"])
+                  or len({reviewer_key(x) for x in obj["reviewers"]}) != len(obj["reviewers"])):
+                err = ("reviewers: must be a list of 1 to 5 distinct non-empty names (names compare "
+                       "ignoring case, width and invisible characters)")
         if err:
             problems.append(Problem(str(path), line, "<assignment>", err))
         else:
-            plan[obj["rubric_id"]] = [x.strip() for x in obj["reviewers"]]
+            plan[obj["rubric_id"]] = [clean_name(x) for x in obj["reviewers"]]
     if not plan and not problems:
         problems.append(Problem(str(path), 0, "<file>", "file is empty (no assignments)"))
     if problems:
@@ -175,7 +191,7 @@ class BlindReviewSession(ReviewSession):
 
     def __init__(self, store: RubricStore, team: TeamStore, rubric_id: str, reviewer: str, *,
                  round: int | None = None, autosave: bool = True, resume: bool = True):
-        reviewer = reviewer.strip() if isinstance(reviewer, str) else reviewer
+        reviewer = team.canonical(reviewer)  # the team's spelling; a different spelling of a name is refused
         self.team, self.round = team, team.round(round)["round"]
         mine = team.assignments(self.round, rubric_id=rubric_id, reviewer=reviewer)
         if not mine:
@@ -254,7 +270,7 @@ def submit_review_records(store: RubricStore, team: TeamStore, path: str | Path,
             found = _record_problems(rec, known)
             if not found and rec["decision"] not in ("approve", "reject"):
                 found = [("decision", "a blind review must approve or reject")]
-            if not found and reviewer is not None and rec["reviewer"].strip() != reviewer:
+            if not found and reviewer is not None and reviewer_key(rec["reviewer"]) != reviewer_key(reviewer):
                 found = [("reviewer", f"{rec['reviewer']!r} in a file of reviewer {reviewer!r}")]
             if not found:
                 try:

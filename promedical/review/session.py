@@ -1,7 +1,7 @@
 """Clinician review of rubrics: one code path for the reviewer widget and for batch (papermill) runs.
 
 A :class:`ReviewSession` holds a reviewer's working copy of one rubric, based on one stored revision.
-Every change is autosaved atomically to ``store.root/autosave/`` (restored by the next session of the
+Every change is autosaved atomically to ``store.root/autosave/`` (a 0700 folder, files 0600; restored by the next session of the
 same reviewer on the same rubric, deleted by a successful save), so nothing typed is lost if the
 kernel dies. An autosave's name is injective in (rubric id, reviewer) — a readable ASCII prefix plus
 a SHA-256 of both — and the file holds both, checked on restore: ids ``a/b`` and ``a_b`` never share
@@ -21,6 +21,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -60,6 +61,17 @@ def autosave_name(rubric_id: str, reviewer: str) -> str:
 
     digest = hashlib.sha256(json.dumps([rubric_id, reviewer], ensure_ascii=True).encode()).hexdigest()[:32]
     return f"{readable(rubric_id)}.{readable(reviewer)}.{digest}.json"
+
+
+def private_folder(folder: Path, top: Path) -> None:
+    """Create ``folder`` and every folder from ``top`` down to it 0700 (existing ones are tightened):
+    unsaved edits — a blind review among them — are their reviewer's until submitted."""
+    folder, top = Path(folder), Path(top)
+    chain = [folder] + [p for p in folder.parents if p == top or top in p.parents]
+    for d in reversed(chain):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.stat(d).st_mode & 0o077:
+            os.chmod(d, 0o700)
 
 
 def _valid_weight(w) -> bool:
@@ -140,7 +152,8 @@ class ReviewSession:
 
     def _autosave(self) -> None:
         if self.autosave_enabled:
-            write_json(self.autosave_path, self.state())
+            private_folder(self.autosave_path.parent, self.store.autosave_dir)
+            write_json(self.autosave_path, self.state(), mode=0o600)
 
     def _restore(self) -> None:
         path = self.autosave_path

@@ -11,22 +11,26 @@
 4. ``adjudications_file``: JSONL ``{"rubric_id", "adjudicator", "reason", "choice", "picks"}``
    (``adjudication.resolve``);
 
-then returns the round's agreement and metrics and writes ``rubrics/team.json`` (every round,
-assignment, review and adjudication) and ``rubrics/rounds.html`` (the chart across rounds).
+then returns the round's agreement and metrics and writes ``rubrics/rounds.html`` (the chart across
+rounds). ``rubrics/team.json`` (every round, assignment, review and adjudication) and
+``rubrics/team_review_summary.json`` hold blind reviews, so they are written only once the round is
+closed (every rubric assigned, reviewed by all its reviewers and resolved: ``adjudication.unresolved``
+is empty); a mid-round run writes neither and says how many rubrics keep the round open. Every file
+here is created 0600 (the team's own files; reviewers read what they may in the app).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from promedical.core.files import write_json
+from promedical.core.files import atomic_write_text, write_json
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import Problem, RubricError
 from promedical.core.rubric_files import read_rubrics
 from promedical.core.workspace import Workspace
-from promedical.review.adjudication import disagreements, resolve
+from promedical.review.adjudication import disagreements, resolve, unresolved
 from promedical.review.queues import assign, plan_assignments, read_assignment_file, submit_review_records
 from promedical.review.rounds import open_round, round_metrics, round_pool, rounds_figure, rounds_table
-from promedical.review.team import TeamError, TeamStore
+from promedical.review.team import PRIVATE, TeamError, TeamStore
 from promedical.rubrics.store import open_store
 
 ADJ_KEYS = ("rubric_id", "adjudicator", "reason", "choice", "picks")
@@ -88,10 +92,17 @@ def run_team_review(workspace, *, drafts_file=None, reviewers=(), assign_by="rou
     out["pool_next_round"] = [r.id for r in round_pool(store).rubrics]
     table = rounds_table(store, team)
     out["rounds"] = table
+    out["chart"] = str(atomic_write_text(ws.team_rounds_chart, rounds_figure(table).to_html(
+        include_plotlyjs=True, full_html=True), mode=PRIVATE))
+    still_open = unresolved(store, team, rnd["round"])
+    out["open_rubrics"] = still_open
+    if still_open:  # blind reviews stay in the 0600 team database until the round closes
+        out["team_file"] = out["summary"] = None
+        out["note"] = (f"round {rnd['round']} is open ({len(still_open)} rubric(s) unassigned, under review or "
+                       f"waiting for adjudication): {ws.team_file.name} and {ws.team_review_summary.name} "
+                       "are written when it closes")
+        return out
     out["team_file"] = str(team.export(ws.team_file))
-    from promedical.core.plots import write_html
-
-    out["chart"] = str(write_html(rounds_figure(table), ws.team_rounds_chart))
-    write_json(ws.team_review_summary,
-               {k: v for k, v in out.items() if k not in ("pool_next_round",)})
+    out["summary"] = str(ws.team_review_summary)
+    write_json(ws.team_review_summary, {k: v for k, v in out.items() if k not in ("pool_next_round",)}, mode=PRIVATE)
     return out

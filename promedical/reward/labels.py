@@ -4,14 +4,17 @@ A JSONL of ``{"prompt_id", "response_id", "criteria_met": {criterion_id: bool}}`
 response. It serves as the gold set for judge agreement (``judge.agreement(judgments, labels, rubrics)``)
 or as training labels in place of the judge (``pairs.build_datasets(rubrics, candidates, labels)``).
 Every problem is an error naming FILE:LINE: a repeated (prompt_id, response_id), a prompt without a
-rubric, a criterion id the rubric does not have, a label that is not true/false. ``null`` is allowed
-and means "not labelled" (it is dropped, never read as false).
+rubric, a criterion id the rubric does not have, a label that is not true/false, and any id that breaks
+the kit's id rule (``core/ids.py``: no whitespace, invisible or look-alike characters, so ``"r1 "`` is
+refused rather than kept as a second response next to ``"r1"``). ``null`` is allowed and means "not
+labelled" (it is dropped, never read as false).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from promedical.core.ids import escape, id_problem, quote
 from promedical.core.jsonl import iter_jsonl
 from promedical.core.rubric import Rubric
 
@@ -57,28 +60,31 @@ def load_labels(path: str | Path, rubrics: Mapping[str, Rubric] | Iterable[Rubri
 
 def _check(obj: dict, rubrics, first_line: dict, line: int, require_all: bool) -> list[str]:
     pid, rid, met = obj.get("prompt_id"), obj.get("response_id"), obj.get("criteria_met")
-    if not isinstance(pid, str) or not pid:
-        return ["prompt_id must be a non-empty string"]
-    if not isinstance(rid, str) or not rid:
-        return ["response_id must be a non-empty string"]
+    for field, value in (("prompt_id", pid), ("response_id", rid)):
+        problem = id_problem(value)
+        if problem:
+            return [f"{field}: {problem}"]
     if not isinstance(met, dict) or not met:
         return ["criteria_met must be a non-empty object {criterion_id: true/false}"]
-    unknown_keys = sorted(set(obj) - {"prompt_id", "response_id", "criteria_met", "labeller", "note"})
+    unknown_keys = sorted(map(escape, set(obj) - {"prompt_id", "response_id", "criteria_met", "labeller", "note"}))
     if unknown_keys:
         return [f"unknown field(s) {', '.join(unknown_keys)}; valid: prompt_id, response_id, criteria_met, labeller, note"]
+    bad_ids = [f"criteria_met: criterion {problem}" for cid in met if (problem := id_problem(cid))]
+    if bad_ids:
+        return bad_ids[:3]
     if (pid, rid) in first_line:
         return [f"({pid}, {rid}) labelled again (first at line {first_line[(pid, rid)]})"]
-    problems = [f"criteria_met[{cid!r}] must be true, false or null, got {v!r}"
+    problems = [f"criteria_met[{quote(cid)}] must be true, false or null, got {repr(v)[:60]}"
                 for cid, v in met.items() if v is not None and not isinstance(v, bool)]
     if rubrics is not None:
         rubric = rubrics.get(pid)
         if rubric is None:
-            return problems + [f"prompt_id {pid!r} has no rubric"]
+            return problems + [f"prompt_id {quote(pid)} has no rubric"]
         known = [c.id for c in rubric.criteria]
-        problems += [f"criterion {cid!r} is not in rubric {pid!r} (its criteria: {', '.join(known)})"
+        problems += [f"criterion {quote(cid)} is not in rubric {quote(pid)} (its criteria: {', '.join(known)})"
                      for cid in met if cid not in known]
         if require_all:
             missing = [c for c in known if met.get(c) is None]
             if missing:
-                problems.append(f"no label for criteria {', '.join(missing)} of rubric {pid!r}")
+                problems.append(f"no label for criteria {', '.join(missing)} of rubric {quote(pid)}")
     return problems

@@ -210,6 +210,14 @@ def _row(row) -> Revision:
                     rubric=_build_rubric(json.loads(rubric)))
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (not a sign of a broken file)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -247,21 +255,49 @@ class RubricStore:
         if not self.path.exists() and legacy.exists():
             if not legacy.is_file():
                 raise StoreError(f"{legacy}: not a regular file, cannot migrate it")
-            with locked(self.path):
-                if not self.path.exists():
-                    self._migrate(legacy)
+            try:
+                with locked(self.path, timeout=BUSY_TIMEOUT_S):
+                    if not self.path.exists():
+                        self._migrate(legacy)
+            except TimeoutError:
+                raise StoreError(f"{self.path}: busy: another process held the store for over {BUSY_TIMEOUT_S:g} s "
+                                 f"while migrating it; try again") from None
         if self.path.exists() and not stat.S_ISREG(os.stat(self.path).st_mode):
             raise StoreError(f"{self.path}: not a regular file, cannot hold a rubric store")
+        db = None
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(f"{self.path}: SQLite cannot use its WAL journal here (got {mode!r})")
-            db.execute("PRAGMA synchronous=FULL")  # a save that returned survives a crash
-            db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        except sqlite3.DatabaseError as exc:
+            # Openers take turns (a file lock, waited for at most BUSY_TIMEOUT_S): switching a new file to
+            # WAL and creating the schema are writes SQLite may refuse at once, without its busy handler,
+            # while another connection does the same. Writers saving meanwhile wait in SQLite's handler.
+            with locked(self.path, timeout=BUSY_TIMEOUT_S):
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+                db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"{self.path}: SQLite cannot use its WAL journal here (got {mode!r})")
+                db.execute("PRAGMA synchronous=FULL")  # a save that returned survives a crash
+                if db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
+                              "AND name = 'revisions_no_delete'").fetchone()[0] == 0:
+                    db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta "
+                                     f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+        except TimeoutError:
+            raise StoreError(f"{self.path}: busy: another process held the store for over {BUSY_TIMEOUT_S:g} s "
+                             f"while opening it; try again") from None
+        except sqlite3.OperationalError as exc:
+            if db is not None:
+                db.close()
+            if _busy(exc):
+                raise StoreError(f"{self.path}: busy: another writer held the store for over {BUSY_TIMEOUT_S:g} s "
+                                 f"({exc}); try again") from None
             raise StoreError(f"{self.path}: not a rubric store ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            raise StoreError(f"{self.path}: not a rubric store ({exc})") from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
         if legacy.exists():
             warnings.warn(f"{legacy} is not read: this store lives in {self.path} "
                           f"(export_history() writes the history as JSONL)")
