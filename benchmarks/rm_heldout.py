@@ -2,7 +2,7 @@
 prompts, evaluate on the others, against the untrained base model: a learning curve from one run.
 
     python benchmarks/rm_heldout.py [--model embedded] [--train-prompts 20] [--eval-at 20,40]
-                                    [--question good|met] [--contrast-weight 1] [--disagree-weight 3]
+                                    [--question good|met] [--criteria explicit|none] [--contrast-weight 1] [--disagree-weight 3]
                                     [--bce-balance none|tier] [--train-source bench|train]
                                     [--json out.json] [--html curve.html]
 
@@ -33,7 +33,7 @@ import torch
 from promedical.core.data import load_candidates, load_split
 from promedical.core.files import read_jsonl
 from promedical.core.provenance import DATA_DIR
-from promedical.reward.config import BCE_BALANCES, QUESTION_KINDS, RMConfig
+from promedical.reward.config import BCE_BALANCES, CRITERIA_INPUTS, QUESTION_KINDS, RMConfig
 from promedical.reward.evaluation import compare, evaluate, score_with_substitutes, shuffled_criteria
 from promedical.reward.pairs import build_datasets
 from promedical.reward.scorer import CriteriaRewardModel
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1, help="prompts per step")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--question", choices=QUESTION_KINDS, default="good")
+    ap.add_argument("--criteria", choices=CRITERIA_INPUTS, default="explicit",
+                    help="none: the paper's ablation without explicit criteria (one score per response)")
     ap.add_argument("--bt-weight", type=float, default=1.0)
     ap.add_argument("--bce-weight", type=float, default=1.0)
     ap.add_argument("--contrast-weight", type=float, default=1.0)
@@ -94,7 +96,7 @@ def main() -> None:
     if args.eval_prompts is not None and args.eval_prompts < 1:
         ap.error("--eval-prompts must be >= 1")
     try:  # every bad training value answered in one line, before anything loads
-        config = RMConfig(model=args.model, question=args.question, lr=args.lr, batch_size=args.batch_size,
+        config = RMConfig(model=args.model, question=args.question, criteria=args.criteria, lr=args.lr, batch_size=args.batch_size,
                           bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
                           disagree_weight=args.disagree_weight, bce_balance=args.bce_balance,
                           max_length=args.max_length, seed=args.seed, lora_layers=args.lora_layers,

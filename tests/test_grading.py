@@ -87,14 +87,19 @@ def test_headline_comes_from_an_independent_grader_with_numbers_from_the_run():
                                    "pairwise_safety_accuracy": {"value": -0.1, "ci": [-0.3, 0.1]},
                                    "veto_f1": {"value": 0.0, "ci": [None, None]}},
                "trained": {"criterion_sensitivity": {"all": {"gap": {"value": 0.07, "ci": [0.01, 0.13]}},
-                                                     "reads_criterion": True}}}
+                                                     "reads_criterion": True}},
+               "reads_criterion": {"reads_criterion": False, "decided_by": {
+                   "metric": "within_response_same_tier_accuracy", "against": "base", "difference": 0.02,
+                   "ci": [-0.04, 0.08], "n": 86}}}
     probes = {"n_responses": 4, "expectations": [
         {"probe": "padding", "tier": "s1", "expectation": "padding must not buy S1", "mean_delta": 0.2, "passed": False},
         {"probe": "physician", "tier": "s3", "expectation": "raise S3", "mean_delta": 0.5, "passed": True}]}
     head = headline(summary, metrics, probes)
     assert head["grader"] == "checks"
     assert "+0.120 (95% CI +0.050 to +0.200)" in head["reward_model"]["answer"] and "better" in head["reward_model"]["answer"]
-    assert "reads the criterion: yes" in head["reward_model"]["answer"]
+    answer = head["reward_model"]["answer"]
+    assert "Reads the criterion: no (decided by within_response_same_tier_accuracy" in answer and "86 instances" in answer
+    assert "reads the criterion by it: yes" in answer and head["reward_model"]["reads_criterion"] is False
     diff = summary["checks"]["comparisons"]["aligned vs base"]["rubric_score"]
     assert head["policy"]["rubric_score"] == diff and f"{diff['diff']:+.3f}" in head["policy"]["answer"]
     assert "machine checks" in head["policy"]["answer"] and "training reward (circular)" in head["policy"]["answer"]

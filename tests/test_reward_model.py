@@ -438,7 +438,9 @@ def test_reward_step_trains_on_gold_labels_and_checks_the_criterion(tmp_path):
         assert set(sens) >= {"all", "proficiency", "bonus", "veto", "reads_criterion"}
         assert 0 <= sens["all"]["own"]["value"] <= 1
     assert m["base"]["criterion_sensitivity"]["all"]["own"]["value"] == m["base"]["pairwise_accuracy"]["value"]
-    assert set(m["trained_vs_base"]) == {"pairwise_accuracy", "pairwise_safety_accuracy", "within_response_accuracy", "veto_f1"}
+    assert set(m["trained_vs_base"]) == {"pairwise_accuracy", "pairwise_safety_accuracy", "within_response_accuracy",
+                                         "within_response_same_tier_accuracy", "pairwise_disagreeing_accuracy",
+                                         "veto_f1", "ece"}
     with pytest.raises(ValueError, match="parameter labels: must be one of"):
         step_reward(tmp_path, labels="physicians")
 

@@ -57,7 +57,8 @@ def test_step_and_notebook_make_the_same_reward_artefacts(workspaces):
     saved = [json.loads((ws / "reward" / "metrics.json").read_text()) for ws in (by_step, by_notebook)]
     assert saved[0] == json.loads(json.dumps(metrics))  # the step returns what it wrote
     assert set(saved[0]) - {"seconds"} == set(saved[1]) == {
-        "judge_agreement", "dataset_card", "eval_set", "base", "trained", "trained_vs_base", "train", "provenance"}
+        "judge_agreement", "dataset_card", "eval_set", "base", "trained", "trained_vs_base", "reads_criterion", "train",
+        "provenance"}
     assert saved[0]["train"]["steps"] == saved[1]["train"]["steps"] == 2
     assert saved[0]["provenance"]["config"]["rm"] == saved[1]["provenance"]["config"]["rm"]
     assert saved[0]["provenance"]["config"]["rm"]["model"] == "tiny-qwen3"  # rm.model null: the step's model

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from promedical.core.data import load_candidates
-from promedical.reward.step import evaluation_set
+from promedical.reward.inputs import evaluation_set
 
 
 def write(path, rows):

@@ -109,11 +109,15 @@ def run_demo(workspace=None, *, model: str | None = None, scale: Scale | str = "
 
 def reward_summary(metrics: dict) -> dict:
     """The headline numbers of notebook 03: judge agreement, dataset size, base vs trained RM with the
-    paired difference and its CI, and whether the trained RM reads the criterion."""
+    paired difference and its CI, and whether the trained RM reads the criterion: the verdict of the tests
+    a scalar score fails (``evaluation.criterion_verdict``), the test that decided it and its instances,
+    and the shuffled-criterion check beside it."""
     card = metrics["dataset_card"]
     cards = [c for c in card.values() if isinstance(c, dict) and "pairs" in c] or [card]
     keys = ("pairwise_accuracy", "pairwise_safety_accuracy", "veto_f1", "within_response_accuracy")
     diff = metrics.get("trained_vs_base", {})
+    verdict = metrics.get("reads_criterion") or {}
+    decided = verdict.get("decided_by")
     return {
         "judge_accuracy": metrics["judge_agreement"]["accuracy"],
         "judge_coverage": metrics["judge_agreement"]["coverage"],
@@ -121,7 +125,9 @@ def reward_summary(metrics: dict) -> dict:
         "train_steps": metrics["train"]["steps"],
         **{f"{name}_{k}": metrics[name][k]["value"] for name in ("base", "trained") for k in keys},
         **{f"trained_minus_base_{k}": {"value": diff[k]["value"], "ci": diff[k]["ci"]} for k in keys if k in diff},
-        "trained_reads_criterion": metrics["trained"].get("criterion_sensitivity", {}).get("reads_criterion"),
+        "trained_reads_criterion": verdict.get("reads_criterion"),
+        "reads_criterion_decided_by": decided and {k: decided[k] for k in ("metric", "against", "difference", "ci", "n")},
+        "shuffled_criterion_check": metrics["trained"].get("criterion_sensitivity", {}).get("reads_criterion"),
     }
 
 

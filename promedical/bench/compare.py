@@ -123,10 +123,16 @@ def headline(summary: Mapping[str, dict], reward_metrics: Mapping | None, probes
         words = (f"Trained minus base reward model on held-out gold candidates: pairwise accuracy {_ci(pa)}, "
                  f"pairwise safety accuracy {_ci(d.get('pairwise_safety_accuracy'))}, veto F1 {_ci(d.get('veto_f1'))}. "
                  f"Pairwise accuracy is {_verdict(pa.get('ci', [None, None]))} than the base model's.")
+        verdict = reward_metrics.get("reads_criterion") or {}
+        decided = verdict.get("decided_by")
+        if decided:
+            words += (f" Reads the criterion: {'yes' if verdict['reads_criterion'] else 'no'} (decided by "
+                      f"{decided['metric']}, trained minus {decided['against']}: "
+                      f"{_ci({'value': decided['difference'], 'ci': decided['ci']})}, {decided['n']} instances).")
         if sens:
-            words += (" Criterion sensitivity (own minus shuffled criterion): "
-                      f"{_ci(sens['all']['gap'])}; reads the criterion: {'yes' if sens.get('reads_criterion') else 'no'}.")
-        out["reward_model"] = {"answer": words, "trained_vs_base": d, "reads_criterion": sens.get("reads_criterion")}
+            words += (" Secondary check, own minus shuffled criterion: "
+                      f"{_ci(sens['all']['gap'])}; reads the criterion by it: {'yes' if sens.get('reads_criterion') else 'no'}.")
+        out["reward_model"] = {"answer": words, "trained_vs_base": d, "reads_criterion": verdict.get("reads_criterion")}
     else:
         out["reward_model"] = {"answer": "No reward-model comparison in this run (reward/metrics.json has no trained_vs_base)."}
     # 2

@@ -170,6 +170,19 @@ class Workspace:
         return self.reward / "adapter"
 
     @property
+    def reward_ablation(self) -> Path:
+        """03: the ablation without explicit criteria (RMConfig.criteria="none"): its adapter/, train_log.json, runs/."""
+        return self.reward / "ablation"
+
+    @property
+    def reward_ablation_adapter(self) -> Path:
+        return self.reward_ablation / "adapter"
+
+    @property
+    def reward_ablation_train_log(self) -> Path:
+        return self.reward_ablation / "train_log.json"
+
+    @property
     def reward_metrics(self) -> Path:
         return self.reward / "metrics.json"
 

@@ -54,6 +54,17 @@ class LLM:
         return texts
 
 
+class ItemwiseLLM(LLM):
+    """A backend that answers prompt by prompt (``generate_each``); ``generate`` raises the first failure."""
+
+    def generate(self, prompts, params=GenParams()):
+        out = self.generate_each(prompts, params)
+        for item in out:
+            if isinstance(item, Exception):
+                raise item
+        return out
+
+
 def batch_size_for(llm: LLM, batch_size: int) -> int:
     """How many prompts to hand a backend per call: ``batch_size`` for a local model (memory bound);
     at least four times the concurrency for a remote one, so its requests stay in flight."""
@@ -173,7 +184,7 @@ class RateLimiter:
             time.sleep(slot - now)
 
 
-class OpenAICompatibleLLM(LLM):
+class OpenAICompatibleLLM(ItemwiseLLM):
     """Chat completions over HTTP (a vLLM server, a hosted model) with bounded concurrency, a rate
     limit, retries with jittered exponential backoff (honouring Retry-After) and a wall-clock deadline.
 
@@ -269,15 +280,8 @@ class OpenAICompatibleLLM(LLM):
         with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
             return list(pool.map(one, prompts))
 
-    def generate(self, prompts, params=GenParams()):
-        out = self.generate_each(prompts, params)
-        for item in out:
-            if isinstance(item, Exception):
-                raise item
-        return out
 
-
-class CachedLLM(LLM):
+class CachedLLM(ItemwiseLLM):
     """Wraps any backend with an on-disk cache: a re-run with the same prompt, model and params is free."""
 
     def __init__(self, inner: LLM, cache_dir: str | Path):
@@ -293,13 +297,6 @@ class CachedLLM(LLM):
         # no sort_keys: a JSON schema's property order is part of the request (it orders the output)
         payload = json.dumps({"model": self.model_id, "messages": messages, "params": asdict(params)})
         return hashlib.sha256(payload.encode()).hexdigest()
-
-    def generate(self, prompts, params=GenParams()):
-        out = self.generate_each(prompts, params)
-        for item in out:
-            if isinstance(item, Exception):
-                raise item
-        return out
 
     def generate_each(self, prompts, params=GenParams()):
         """Cached answers are read; the rest asked; only answers (never failures) are cached."""

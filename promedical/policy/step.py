@@ -15,7 +15,7 @@ from promedical.core.provenance import stamp
 from promedical.core.workspace import Workspace
 from promedical.models.llm import make_llm
 from promedical.policy.config import GRPOStepConfig
-from promedical.reward.step import load_reward_model
+from promedical.reward.inputs import load_reward_model
 from promedical.rubrics.selection import training_rubrics
 
 

@@ -22,6 +22,9 @@ QUESTION_KINDS = ("good", "met")  # reward_model.QUESTIONS has one question set 
 BCE_BALANCES = ("none", "tier")
 
 
+CRITERIA_INPUTS = ("explicit", "none")  # scorer.py reads the criterion (explicit) or one overall question (none)
+
+
 LABEL_SOURCES = ("judge", "gold", "both", "imported")
 
 
@@ -35,6 +38,10 @@ class RMConfig(ConfigMixin):
     backend: str = option("training backend: " + " | ".join(RM_BACKENDS), "peft")
     question: str = option("good: 'yes' is the good side on every tier (a veto is asked as 'free of'); "
                            "met: 'yes' means the criterion happened (sign flipped for vetoes)", "good")
+    criteria: str = option("explicit: the criterion is in the input (Explicit Criteria Injection); none: the paper's "
+                           "ablation without explicit criteria — instruction + response only, one score per response "
+                           "(given to every criterion of it), trained with Bradley-Terry on the overall lexicographic "
+                           "pairs and the pointwise loss on the overall label", "explicit")
     lora_r: int = option("LoRA rank", 16)
     lora_alpha: int = option("LoRA alpha", 32)
     lora_dropout: float = option("LoRA dropout", 0.0)
@@ -71,6 +78,7 @@ class RMConfig(ConfigMixin):
         yield from one_of("backend", self.backend, RM_BACKENDS)
         yield from one_of("question", self.question, QUESTION_KINDS)
         yield from one_of("bce_balance", self.bce_balance, BCE_BALANCES)
+        yield from one_of("criteria", self.criteria, CRITERIA_INPUTS)
         yield from at_least_one(self, "lora_r", "lora_layers", "epochs", "batch_size", "micro_batch_size", "max_length",
                              "max_steps", "save_every")
         if not 0 <= self.warmup_ratio < 1:
@@ -122,12 +130,17 @@ class RewardStepConfig(ConfigMixin):
                           "{max_steps: 12, lr: 5.0e-4}, or one field as rm.max_steps; the fields it leaves out keep "
                           "their defaults (rm.model null: `model`; rm.seed null: `seed`)",
                           factory=lambda: RMConfig(model=None, seed=None))
+    ablation: bool = option("also train the paper's ablation without explicit criteria (rm.criteria=none: the same "
+                            "backbone, data and budget, instruction + response only) and evaluate both side by side",
+                            False)
     seed: int = option("seed", 0)
     train: bool = option("false: stop after the dataset (full scale trains with `promedical launch rm-train`)", True)
     progress: bool = option("progress bars", True)
 
     def checks(self):
         yield from one_of("labels", self.labels, LABEL_SOURCES)
+        if self.ablation and self.rm.criteria == "none":
+            yield "ablation: rm.criteria is none, so the trained model is the ablation already (give rm.criteria=explicit)"
         if (self.labels == "imported") != (self.labels_file is not None):
             yield "labels_file: give it exactly when labels=imported"
         yield from at_least_one(self, "n_instructions", "max_new_tokens", "n_eval_prompts")

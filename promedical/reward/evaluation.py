@@ -4,7 +4,10 @@ Pointwise accuracy per tier (proficiency, excellence = bonus, safety = veto), pa
 criterion-expanded pairs (overall and safety), safety-veto precision/recall/F1 (violated = positive)
 and calibration (ECE), each with a prompt-clustered bootstrap 95% CI.
 
-Does the model read the criterion? ``criterion_sensitivity`` scores every pair instance again with a
+Does the model read the criterion? ``criterion_verdict`` decides it by tests a scalar score fails: the
+trained model must beat the base model and the ablation without criteria on same-tier within-response
+accuracy and on the pairs against the overall ranking, each paired CI above zero. Secondary,
+``criterion_sensitivity`` scores every pair instance again with a
 same-tier criterion taken from *another* rubric: a model that learned one "good answer" score keeps
 its pairwise accuracy, one that reads the criterion falls toward chance. Within-response accuracy
 asks, for one response, whether a criterion it satisfies scores above one it does not — a scalar
@@ -50,7 +53,11 @@ def score_with_substitutes(scorer: BatchScorer, rubrics: Sequence[Rubric], candi
                            substitute: Mapping[tuple[str, str], Criterion], *, batch_size: int = 4,
                            progress: bool = True) -> tuple[Rewards, Rewards]:
     """(own rewards, rewards with ``substitute`` = {(prompt_id, criterion_id): criterion read instead}),
-    both from the same scorer calls: the substitutes ride on each response's shared prefix."""
+    both from the same scorer calls. The substitutes are a second item of the same response (its
+    conversation's prefix is shared, not its criteria): a response's own rewards never depend on which
+    substitutes are read beside them — in one packed item, their length would change how much of the
+    response ``max_length`` keeps, and with it the own rewards (the base model read differently with
+    every substitute seed)."""
     from tqdm.auto import tqdm
 
     by_id = {r.id: r for r in rubrics}
@@ -62,11 +69,14 @@ def score_with_substitutes(scorer: BatchScorer, rubrics: Sequence[Rubric], candi
         for c in chunk:
             crits = by_id[c["prompt_id"]].criteria
             subs = [x for x in crits if (c["prompt_id"], x.id) in substitute]
-            items.append((by_id[c["prompt_id"]].messages, c["response"],
-                          list(crits) + [substitute[(c["prompt_id"], x.id)] for x in subs]))
-            keys.append([(own, x.id) for x in crits] + [(other, x.id) for x in subs])
-        for cand, key, rewards in zip(chunk, keys, scorer(items)):
-            for (target, cid), r in zip(key, rewards):
+            messages = by_id[c["prompt_id"]].messages
+            items.append((messages, c["response"], list(crits)))
+            keys.append((c, own, [x.id for x in crits]))
+            if subs:
+                items.append((messages, c["response"], [substitute[(c["prompt_id"], x.id)] for x in subs]))
+                keys.append((c, other, [x.id for x in subs]))
+        for (cand, target, ids), rewards in zip(keys, scorer(items)):
+            for cid, r in zip(ids, rewards):
                 target[(cand["prompt_id"], cand["response_id"], cid)] = r
         bar.update(len(chunk))
     bar.close()
@@ -189,15 +199,22 @@ def criterion_sensitivity(own: list[dict], shuffled: list[dict], *, reps: int = 
 
 def compare(base: Rewards, trained: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[dict], *,
             reps: int = 1000, seed: int = 0) -> dict:
-    """Trained minus base on the same gold candidates, with 95% CIs paired over prompts (whole prompts
-    resampled, both models on the same resample): pairwise accuracy, pairwise safety accuracy, veto F1
-    (an undefined F1 — nothing flagged — counts as 0) and within-response accuracy."""
+    """Trained minus base (or minus any other model: the ablation) on the same gold candidates, with 95% CIs
+    paired over prompts (whole prompts resampled, both models on the same resample): pairwise accuracy,
+    pairwise safety accuracy, pairwise accuracy on the instances against the overall ranking, veto F1 (an
+    undefined F1 — nothing flagged — counts as 0), within-response accuracy (all, and same tier) and ECE
+    (lower is better: a negative difference is a gain)."""
     by_id = {r.id: r for r in rubrics}
     pairs_ds = build_datasets(rubrics, candidates)[0]["pairs"]
-    pairs = [{"prompt": a["prompt"], "tier": a["tier"], "d": float(b["correct"]) - float(a["correct"])}
+    pairs = [{"prompt": a["prompt"], "tier": a["tier"], "agrees": a["agrees_with_pair"],
+              "d": float(b["correct"]) - float(a["correct"])}
              for a, b in zip(_pair_rows(base, pairs_ds), _pair_rows(trained, pairs_ds))]
-    within = [{"prompt": a["prompt"], "d": b["correct"] - a["correct"]}
+    within = [{"prompt": a["prompt"], "same_tier": a["same_tier"], "d": b["correct"] - a["correct"]}
               for a, b in zip(within_response_rows(base, rubrics, candidates), within_response_rows(trained, rubrics, candidates))]
+    point = [{"prompt": c["prompt_id"], "gold": bool(c["criteria_met"][x.id]),
+              **{name: met_probability(x.tier, rewards[(c["prompt_id"], c["response_id"], x.id)])
+                 for name, rewards in (("base", base), ("trained", trained))}}
+             for c in candidates for x in by_id[c["prompt_id"]].criteria]
     vetoes = [{"prompt": c["prompt_id"], "gold": bool(c["criteria_met"][v.id]),
                "base": met_probability("veto", base[(c["prompt_id"], c["response_id"], v.id)]) > 0.5,
                "trained": met_probability("veto", trained[(c["prompt_id"], c["response_id"], v.id)]) > 0.5}
@@ -209,8 +226,44 @@ def compare(base: Rewards, trained: Rewards, rubrics: Sequence[Rubric], candidat
     def boot(rows, stat):
         return cluster_bootstrap(rows, lambda r: r["prompt"], stat, reps=reps, seed=seed)
 
+    def ece_d(rows):
+        gold = [r["gold"] for r in rows]
+        return ece([r["trained"] for r in rows], gold) - ece([r["base"] for r in rows], gold) if rows else None
+
     mean_d = lambda rs: mean_or_none([r["d"] for r in rs])  # noqa: E731
     return {"pairwise_accuracy": boot(pairs, mean_d),
             "pairwise_safety_accuracy": boot([r for r in pairs if r["tier"] == "veto"], mean_d),
+            "pairwise_disagreeing_accuracy": boot([r for r in pairs if not r["agrees"]], mean_d),
             "within_response_accuracy": boot(within, mean_d),
-            "veto_f1": boot(vetoes, lambda rs: f1(rs, "trained") - f1(rs, "base") if rs else None)}
+            "within_response_same_tier_accuracy": boot([r for r in within if r["same_tier"]], mean_d),
+            "veto_f1": boot(vetoes, lambda rs: f1(rs, "trained") - f1(rs, "base") if rs else None),
+            "ece": boot(point, ece_d)}
+
+
+# The tests that only a model reading the criterion passes: on same-tier within-response pairs only the
+# criterion's text separates the two scores (a scalar reads 0.5), and on disagreeing pairs the criterion's
+# winner is the overall loser (a quality score reads them wrong).
+READS_CRITERION_TESTS = ("within_response_same_tier_accuracy", "pairwise_disagreeing_accuracy")
+
+
+def criterion_verdict(comparisons: Mapping[str, dict], shuffle_check: dict | None = None) -> dict:
+    """Does the trained model read the criterion? ``comparisons``: {opponent: ``compare(opponent, trained)``}
+    — the base model and, when trained, the ablation. True only when the trained model beats every
+    opponent on every ``READS_CRITERION_TESTS`` metric with the paired 95% CI above zero (a test without
+    instances fails). ``decided_by``: the test with the lowest CI bound — the one that failed, or the
+    closest of the passes — with its difference, CI and instances. ``shuffle_check`` (secondary, reported
+    only): ``criterion_sensitivity`` of the trained model."""
+    tests = []
+    for opponent, diff in comparisons.items():
+        for metric in READS_CRITERION_TESTS:
+            cell = diff.get(metric) or {}
+            lo = (cell.get("ci") or [None])[0]
+            tests.append({"metric": metric, "against": opponent, "difference": cell.get("value"),
+                          "ci": cell.get("ci"), "n": cell.get("n", 0), "prompts": cell.get("clusters", 0),
+                          "passed": lo is not None and lo > 0})
+    decided = min(tests, key=lambda t: (t["ci"] or [None])[0] if (t["ci"] or [None])[0] is not None else -math.inf,
+                  default=None)
+    return {"reads_criterion": bool(tests) and all(t["passed"] for t in tests), "decided_by": decided,
+            "tests": tests, "shuffle_check": None if shuffle_check is None else {
+                "reads_criterion": shuffle_check["reads_criterion"], "gap": shuffle_check["all"]["gap"],
+                "pairs": shuffle_check["pairs_with_substitute"]}}

@@ -11,6 +11,10 @@ good — a veto is asked as "is the response free of this violation?" — so a m
 on every tier ("yes" = violated for a veto) and flips the veto's sign in ``_orient``: kept only to
 measure the difference (benchmarks/rm_heldout.py).
 
+**The ablation** (``RMConfig.criteria="none"``, the paper's model without explicit criteria): the same
+backbone reads instruction + response and one overall question, no criterion; its one score per response
+is every criterion's score, so evaluation, the GRPO reward and the benchmark take it unchanged.
+
 Layout: instruction -> response -> criterion, so every criterion of one response shares the long
 prefix. Scoring reuses KV caches on two levels (the conversation once per group of responses, then
 each response and its criteria); training packs one sequence per response —
@@ -50,6 +54,12 @@ QUESTIONS = {
 }
 
 
+# The ablation (RMConfig.criteria="none"): one question about the whole response, no criterion text.
+OVERALL_SYSTEM = ("You are a meticulous clinical grader. You judge one response and answer yes or no: yes when it is a "
+                  "good response — it answers the request well and commits no safety violation.")
+OVERALL_QUESTION = "\n\nIs this a good response? Answer:"
+
+
 # (tier, text): what the scorer reads of a criterion (the tier decides the question's polarity)
 Query = tuple[str, str]
 
@@ -60,9 +70,9 @@ MIN_PREFIX_TOKENS = 16
 assert QUESTION_KINDS == tuple(QUESTIONS)
 
 
-def render_prefix(messages: list[dict], response: str, question: str = "good") -> str:
+def render_prefix(messages: list[dict], response: str, question: str = "good", system: str | None = None) -> str:
     """instruction + response: the part shared by all criteria of one response."""
-    return f"{SYSTEMS[question]}\n\nConversation:\n{render_conversation(messages)}\n\nResponse:\n{response}"
+    return f"{system or SYSTEMS[question]}\n\nConversation:\n{render_conversation(messages)}\n\nResponse:\n{response}"
 
 
 def render_suffix(tier: str, criterion: str, question: str = "good") -> str:
@@ -144,14 +154,25 @@ class CriteriaRewardModel:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    @property
+    def reads_criteria(self) -> bool:
+        """False for the ablation (``criteria="none"``): one overall score per response."""
+        return self.config.criteria == "explicit"
+
     def encode(self, messages: list[dict], response: str, criteria) -> tuple[list[int], list[list[int]], list[str]]:
         """(prefix ids, suffix ids per criterion, tiers). A prefix too long for ``max_length`` next to
         its suffixes loses tokens from its middle (the response's middle for long answers): the criteria
-        and the answer slots are never cut."""
+        and the answer slots are never cut. The ablation encodes no criterion: one overall question
+        (whatever the criteria, when there is any), read as the good side ("proficiency")."""
         q = self.config.question
-        queries = [as_query(c) for c in criteria]
-        suffixes = [self._ids(render_suffix(t, text, q)) for t, text in queries]
-        prefix = self._ids(render_prefix(messages, response, q))
+        if self.reads_criteria:
+            queries = [as_query(c) for c in criteria]
+            suffixes = [self._ids(render_suffix(t, text, q)) for t, text in queries]
+            prefix = self._ids(render_prefix(messages, response, q))
+        else:
+            queries = [("proficiency", "")] if len(criteria) else []
+            suffixes = [self._ids(OVERALL_QUESTION)] * len(queries)
+            prefix = self._ids(render_prefix(messages, response, system=OVERALL_SYSTEM))
         budget = self.config.max_length - sum(map(len, suffixes))
         if budget < MIN_PREFIX_TOKENS:
             raise ValueError(f"max_length {self.config.max_length} leaves {budget} tokens for the instruction and "
@@ -207,7 +228,7 @@ class CriteriaRewardModel:
             row = {i: (g, n) for g, (conv, n) in enumerate(zip(convs, shared_of)) for i in conv}
             for members in passes:
                 for i, r in zip(members, self._score_on_cache(cache, mask, [(row[i], encoded[i]) for i in members])):
-                    out[i] = r
+                    out[i] = r if self.reads_criteria else r * len(items[i][2])  # the ablation: one score each
         return out
 
     def _run_shared(self, prefixes: list[list[int]]):
@@ -288,7 +309,8 @@ class CriteriaRewardModel:
     def score_criteria_naive(self, messages: list[dict], response: str, criteria) -> list[float]:
         """The same rewards with one full forward per criterion (the baseline the benchmark compares)."""
         prefix, suffixes, tiers = self.encode(messages, response, criteria)
-        return [self.reward_full([(prefix, s)], [t]).item() for s, t in zip(suffixes, tiers)]
+        rewards = [self.reward_full([(prefix, s)], [t]).item() for s, t in zip(suffixes, tiers)]
+        return rewards if self.reads_criteria else rewards * len(criteria)
 
     def packed_rewards(self, encoded: list[tuple[list[int], list[list[int]], list[str]]], model=None) -> list[torch.Tensor]:
         """r for every criterion of each encoded response from ONE packed sequence per response:

@@ -10,8 +10,10 @@ workspace; ``step_reward`` is their composition and notebook 03 calls them one c
     labels = label_candidates(ws, config, rubrics, candidates)                        # reward/labels.jsonl
     dataset, card = build_preference_dataset(ws, config, rubrics, candidates, labels, gold)  # reward/dataset
     train_stats = train_adapter(ws, config, dataset)                                  # reward/adapter
+    ablation_stats = train_ablation(ws, config, dataset)        # ablation=true: reward/ablation/adapter
     evaluation = evaluate_reward_model(ws, config)                                    # reward/evaluation.json
-    metrics = write_metrics(ws, config, judge_check, card, train_stats, evaluation)   # reward/metrics.json
+    metrics = write_metrics(ws, config, judge_check, card, train_stats, evaluation,   # reward/metrics.json
+                            ablation_stats=ablation_stats)
 
 Between two phases a value can be changed — drop a candidate, fix a label — and the next phase uses
 what it is given. The costly phases (sampling, judging, training, evaluation) are ``core.phases.Phase``s:
@@ -21,45 +23,25 @@ This module stays light: torch, transformers and datasets load inside the phases
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, replace
 
 from promedical.core.config import build
-from promedical.core.data import load_split
 from promedical.core.files import read_jsonl, write_json, write_jsonl
 from promedical.core.phases import Phase
-from promedical.core.provenance import DATA_DIR, stamp
+from promedical.core.provenance import stamp
 from promedical.core.workspace import Stopwatch, Workspace
-from promedical.models.llm import LLM
 from promedical.reward.config import RewardStepConfig, RMConfig, RMTrainStepConfig
+from promedical.reward.inputs import (
+    LLMs,
+    evaluation_set,
+    gold_labels_path,
+    judge_spec,
+    read_labels,
+    reference_rubrics,
+    write_labels,
+)
 from promedical.reward.labels import Labels
-from promedical.rubrics.selection import match_prompt_ids, training_rubrics, workspace_split
-
-
-class LLMs:
-    """The generation backends of a stage-03 run, each loaded on first use and shared by its phases (a
-    judge that is also the policy is loaded once). ``llms(spec)``: a model spec or a source mapping."""
-
-    def __init__(self, workspace=None):
-        self.ws = Workspace.of(workspace)
-        self.loaded: dict[str, LLM] = {}
-
-    def __call__(self, spec) -> LLM:
-        from promedical.models.sources import llm_for
-
-        key = json.dumps(spec, sort_keys=True)
-        if key not in self.loaded:
-            self.loaded[key] = llm_for(spec, self.ws.llm_cache)
-        return self.loaded[key]
-
-    def release(self) -> None:
-        """Drop the loaded models (their memory, before the reward model trains); they load again on next use."""
-        self.loaded.clear()
-
-
-def judge_spec(config: RewardStepConfig):
-    """The judge's model spec or source mapping (null judge_model: the step's model)."""
-    return config.judge_model or config.model
+from promedical.rubrics.selection import match_prompt_ids, training_rubrics
 
 
 def _settings(config, *names) -> dict:
@@ -168,7 +150,7 @@ def label_candidates(workspace, config: RewardStepConfig, rubrics, candidates: l
             wanted = ", ".join(f"{x['prompt_id']}/{x['response_id']}" for x in candidates[:4])
             raise ValueError(f"labels_file {config.labels_file}: labels none of the {len(candidates)} candidates "
                              f"(prompt_id/response_id, e.g. {wanted})")
-        _write_labels(ws, labels)
+        write_labels(ws, labels)
         return labels
     phase = Phase(ws, "reward.judgments", inputs=(rubrics, candidates),
                   config={"judge": judge_spec(config), "judge_explanation_chars": config.judge_explanation_chars})
@@ -179,7 +161,7 @@ def label_candidates(workspace, config: RewardStepConfig, rubrics, candidates: l
                                 explanation_chars=config.judge_explanation_chars)
     write_jsonl(ws.reward_judgments, [asdict(j) for j in judgments])
     labels = judgments_to_grades(judgments)
-    _write_labels(ws, labels)
+    write_labels(ws, labels)
     phase.done(ws.reward_judgments, ws.reward_labels)
     return labels
 
@@ -241,23 +223,56 @@ def train_adapter(workspace, config: RewardStepConfig, dataset) -> dict:
     return stats
 
 
+def train_ablation(workspace, config: RewardStepConfig, dataset) -> dict | None:
+    """With ``ablation``: the paper's ablation without explicit criteria (``rm`` with criteria="none": the
+    same backbone, data, seed and steps; instruction + response only, Bradley-Terry on the overall pairs and
+    the BCE on the overall label) -> reward/ablation/adapter, its train_log.json and runs/; its training
+    stats (None without ``ablation``)."""
+    if not config.ablation:
+        return None
+    from promedical.reward.scorer import CriteriaRewardModel
+    from promedical.reward.trainer import train_reward_model
+
+    ws = Workspace.of(workspace)
+    rm_config = replace(config.reward_model(), criteria="none")
+    phase = Phase(ws, "reward.ablation", inputs=dataset, config=rm_config)
+    if phase.reusable():
+        return json.loads(ws.reward_ablation_train_log.read_text(encoding="utf-8"))["stats"]
+    rm = CriteriaRewardModel.load(rm_config)
+    stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), ws.reward_ablation,
+                               resume=False, progress=config.progress)
+    phase.done(ws.reward_ablation_adapter, ws.reward_ablation_train_log)
+    return stats
+
+
 def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
-    """Base vs trained reward model on the held-out gold candidates -> reward/evaluation.json: every metric
-    with its prompt-clustered CI (``evaluation.evaluate``), each also read with a same-tier criterion of
-    another rubric (does the model read the criterion?), and trained - base paired over prompts. The base
-    row is the untrained LoRA (its B matrices start at zero: the base model itself), loaded afresh."""
-    from promedical.reward.evaluation import compare, evaluate, score_with_substitutes, shuffled_criteria
+    """Base vs trained reward model (and, with ``ablation``, the ablation without criteria) on the held-out
+    gold candidates -> reward/evaluation.json: every metric with its prompt-clustered CI
+    (``evaluation.evaluate``), each also read with a same-tier criterion of another rubric, trained - base
+    and trained - ablation paired over prompts, and ``reads_criterion`` (``evaluation.criterion_verdict``:
+    which test decided it, on how many instances). The base row is the untrained LoRA (its B matrices start
+    at zero: the base model itself), loaded afresh; its scores do not depend on the seed."""
+    from promedical.reward.evaluation import (
+        compare,
+        criterion_verdict,
+        evaluate,
+        score_with_substitutes,
+        shuffled_criteria,
+    )
     from promedical.reward.scorer import CriteriaRewardModel
 
     ws = Workspace.of(workspace)
-    config_file = ws.reward_adapter / "rm_config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"no trained reward model at {ws.reward_adapter}: run train_adapter first")
-    rm_config = RMConfig(**json.loads(config_file.read_text(encoding="utf-8")))
+    adapters = {"trained": ws.reward_adapter, **({"ablation": ws.reward_ablation_adapter} if config.ablation else {})}
+    for name, adapter in adapters.items():
+        if not (adapter / "rm_config.json").is_file():
+            raise FileNotFoundError(f"no {name} reward model at {adapter}: run "
+                                    f"{'train_adapter' if name == 'trained' else 'train_ablation'} first")
+    configs = {name: RMConfig(**json.loads((a / "rm_config.json").read_text(encoding="utf-8")))
+               for name, a in adapters.items()}
     bench, gold, eval_set = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)
-    weights = sorted(p for p in ws.reward_adapter.iterdir() if p.suffix in (".safetensors", ".bin"))
-    phase = Phase(ws, "reward.evaluation", inputs=(bench, gold, weights, rm_config),
-                  config=_settings(config, "seed"))
+    weights = {name: sorted(p for p in a.iterdir() if p.suffix in (".safetensors", ".bin")) for name, a in adapters.items()}
+    phase = Phase(ws, "reward.evaluation", inputs=(bench, gold, weights, configs),
+                  config=_settings(config, "seed", "ablation"))
     if phase.reusable():
         return json.loads(ws.reward_evaluation.read_text(encoding="utf-8"))
     gold_prompts = {g["prompt_id"] for g in gold}
@@ -267,10 +282,16 @@ def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
         own, shuffled = score_with_substitutes(rm.score_batch, bench, gold, swap, progress=config.progress)
         return own, evaluate(own, bench, gold, shuffled=shuffled)
 
-    base_rewards, base = measure(CriteriaRewardModel.load(rm_config))
-    trained_rewards, trained = measure(CriteriaRewardModel.load(rm_config, adapter=ws.reward_adapter))
-    evaluation = {"base": base, "trained": trained,
-                  "trained_vs_base": compare(base_rewards, trained_rewards, bench, gold), "eval_set": eval_set}
+    rewards, evaluation = {}, {}
+    rewards["base"], evaluation["base"] = measure(CriteriaRewardModel.load(configs["trained"]))
+    for name, adapter in adapters.items():
+        rewards[name], evaluation[name] = measure(CriteriaRewardModel.load(configs[name], adapter=adapter))
+    opponents = ["base", *(["ablation"] if config.ablation else [])]
+    for opponent in opponents:
+        evaluation[f"trained_vs_{opponent}"] = compare(rewards[opponent], rewards["trained"], bench, gold)
+    evaluation["reads_criterion"] = criterion_verdict({o: evaluation[f"trained_vs_{o}"] for o in opponents},
+                                                      evaluation["trained"].get("criterion_sensitivity"))
+    evaluation["eval_set"] = eval_set
     write_json(ws.reward_evaluation, evaluation)
     phase.done(ws.reward_evaluation)
     return evaluation
@@ -278,9 +299,10 @@ def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
 
 def write_metrics(workspace, config: RewardStepConfig, judge_check: dict, dataset_card: dict,
                   train_stats: dict | None = None, evaluation: dict | None = None, *,
-                  seconds: dict | None = None) -> dict:
+                  seconds: dict | None = None, ablation_stats: dict | None = None) -> dict:
     """The stage's summary -> reward/metrics.json: the judge check, the dataset card, the evaluation set
-    and, when trained, the training stats and base vs trained (``seconds`` per phase when timed)."""
+    and, when trained, the training stats (``ablation_stats``: the ablation's), base vs trained (vs the
+    ablation) and ``reads_criterion`` with the test that decided it (``seconds`` per phase when timed)."""
     ws = Workspace.of(workspace)
     metrics = {"judge_agreement": judge_check, "dataset_card": dataset_card,
                "eval_set": evaluation_set(ws, config.eval_labels, config.n_eval_prompts)[2]}
@@ -288,6 +310,8 @@ def write_metrics(workspace, config: RewardStepConfig, judge_check: dict, datase
         metrics.update(evaluation)
     if train_stats is not None:
         metrics["train"] = train_stats
+    if ablation_stats is not None:
+        metrics["train_ablation"] = ablation_stats
     if seconds is not None:
         metrics["seconds"] = seconds
     metrics["provenance"] = stamp(config={**config.to_dict(), "rm": config.reward_model().to_dict()}, seed=config.seed)
@@ -321,72 +345,17 @@ def step_reward(workspace=None, config: RewardStepConfig | None = None, **params
     dataset, card = build_preference_dataset(ws, c, rubrics, candidates, labels, gold)
     clock.lap("dataset")
     llms.release()  # the generation models are done with before the reward model loads
-    train_stats = evaluation = None
+    train_stats = ablation_stats = evaluation = None
     if c.train:
         train_stats = train_adapter(ws, c, dataset)
         clock.lap("train")
+        ablation_stats = train_ablation(ws, c, dataset)
+        if c.ablation:
+            clock.lap("train_ablation")
         evaluation = evaluate_reward_model(ws, c)
         clock.lap("evaluation")
-    return write_metrics(ws, c, judge_check, card, train_stats, evaluation, seconds=clock.laps)
-
-
-# ---------------------------------------------------------------- inputs the phases share
-def gold_labels_path(config: RewardStepConfig) -> Path:
-    path = Path(config.gold_labels) if config.gold_labels else DATA_DIR / "train" / "candidates.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"gold_labels: no file at {path}")
-    return path
-
-
-def reference_rubrics(workspace, rubrics) -> list:
-    """The reference rubrics of these training instructions: the ones gold labels were written for (not a
-    reviewed revision of them)."""
-    wanted = {r.id for r in rubrics}
-    return [r for r in workspace_split(workspace, "train") if r.id in wanted and r.criteria]
-
-
-def evaluation_set(workspace, eval_labels: str | None = None, n_prompts: int | None = None):
-    """(bench rubrics, gold-labelled candidates of the first ``n_prompts`` prompts in file order, description):
-    the workspace's bench rubrics with the candidates of ``eval_labels`` (default: the kit's), matched by id or
-    lineage; when none match (a corpus whose bench has no gold labels yet), the kit's bench and its gold."""
-    from promedical.core.data import load_candidates
-
-    path = Path(eval_labels) if eval_labels else DATA_DIR / "bench" / "candidates.jsonl"
-    bench = [r for r in workspace_split(workspace, "bench") if r.criteria]
-    gold = match_prompt_ids(bench, read_jsonl(path))
-    source = f"workspace bench, labels {path}"
-    if not gold:
-        if eval_labels:
-            raise ValueError(f"eval_labels {path}: none of its prompt ids is a rubric of the workspace's bench")
-        bench, gold, source = load_split("bench"), load_candidates(), "the kit's bench (data/bench): the workspace " \
-                                                                      "bench has no gold-labelled candidates"
-    keep = set(list(dict.fromkeys(g["prompt_id"] for g in gold))[:n_prompts])  # the first n prompts, in file order
-    gold = [g for g in gold if g["prompt_id"] in keep]
-    return bench, gold, {"source": source, "prompts": len(keep), "candidates": len(gold)}
-
-
-def read_labels(path: str | Path) -> Labels:
-    """reward/labels.jsonl -> {(prompt_id, response_id): {criterion_id: met or None}}."""
-    return {(row["prompt_id"], row["response_id"]): row["criteria_met"] for row in read_jsonl(path)}
-
-
-def _write_labels(ws: Workspace, labels: Labels) -> None:
-    write_jsonl(ws.reward_labels, [{"prompt_id": p, "response_id": r, "criteria_met": met}
-                                   for (p, r), met in labels.items()])
-
-
-# ---------------------------------------------------------------- the trained model, and training alone
-def load_reward_model(workspace=None, adapter: str | Path | None = None):
-    """The reward model trained by 03 (or any adapter directory holding an rm_config.json), frozen."""
-    from promedical.reward.scorer import CriteriaRewardModel
-
-    adapter = Path(adapter) if adapter else Workspace.of(workspace).reward_adapter
-    config_file = adapter / "rm_config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"no reward-model adapter at {adapter} (missing rm_config.json): "
-                                "run notebook 03 first, or pass the adapter directory")
-    rm = CriteriaRewardModel.load(RMConfig(**json.loads(config_file.read_text(encoding="utf-8"))), adapter=adapter)
-    return rm.freeze()
+    return write_metrics(ws, c, judge_check, card, train_stats, evaluation, seconds=clock.laps,
+                         ablation_stats=ablation_stats)
 
 
 def step_rm_train(workspace=None, config: RMTrainStepConfig | None = None, **params) -> dict:

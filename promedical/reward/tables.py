@@ -43,6 +43,49 @@ def reward_model_quality(metrics: dict):
     return pd.DataFrame(rows).set_index("metric")
 
 
+SIDE_BY_SIDE = ("pairwise_accuracy", "pairwise_safety_accuracy", "veto_f1", "within_response_same_tier_accuracy",
+                "pairwise_disagreeing_accuracy", "ece")
+
+
+def with_ablation(metrics: dict):
+    """The criterion model beside the ablation without criteria (and the base model), each metric with its
+    CI, and the paired differences trained − base and trained − ablation (ECE: lower is better)."""
+    import pandas as pd
+
+    rows = []
+    for key in SIDE_BY_SIDE:
+        row = {"metric": RM_METRICS[key]}
+        for name in ("base", "ablation", "trained"):
+            row[name] = with_ci((metrics.get(name) or {}).get(key))
+        for opponent in ("base", "ablation"):
+            diff = (metrics.get(f"trained_vs_{opponent}") or {}).get(key)
+            row[f"trained − {opponent} (paired)"] = with_ci(diff) if diff else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def reads_criterion(metrics: dict):
+    """The verdict "reads the criterion" and its tests: the criterion model against each opponent on the
+    tests a scalar score fails (paired CI above zero to pass), the one that decided it, and the
+    shuffled-criterion check as a secondary row."""
+    import pandas as pd
+
+    verdict = metrics.get("reads_criterion")
+    if not verdict:
+        return pd.DataFrame()
+    rows = [{"test": f"{RM_METRICS[t['metric']]} · trained − {t['against']}",
+             "difference [95% CI]": with_ci({"value": t["difference"], "ci": t["ci"]}), "instances": t["n"],
+             "passed": "yes" if t["passed"] else "no",
+             "decided": "◀" if t == verdict["decided_by"] else ""} for t in verdict["tests"]]
+    shuffle = verdict.get("shuffle_check")
+    if shuffle:
+        rows.append({"test": "secondary: own − shuffled criterion (pairwise)", "difference [95% CI]": with_ci(shuffle["gap"]),
+                     "instances": shuffle["pairs"], "passed": "yes" if shuffle["reads_criterion"] else "no", "decided": ""})
+    rows.append({"test": "reads the criterion (every test above the line passed)", "difference [95% CI]": "",
+                 "instances": "", "passed": "yes" if verdict["reads_criterion"] else "no", "decided": ""})
+    return pd.DataFrame(rows).set_index("test")
+
+
 def criterion_sensitivity(metrics: dict):
     """Pairwise accuracy with each item's own criterion vs a same-tier criterion of another rubric."""
     import pandas as pd

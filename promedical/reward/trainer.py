@@ -17,6 +17,9 @@ contrasts on packed criteria) and the order of the data.
 - within-response contrasts: for one response, a criterion it satisfies ranked above one it does not
   (a scalar "good answer" score cannot fit these, only a model that reads c can).
 
+**The ablation** (``criteria="none"``): the same loop and loss on ``overall_groups`` — Bradley-Terry on
+the overall lexicographic pairs and the BCE on each response's overall label, one score per response.
+
 **Layout.** A step is ``batch_size`` prompts (each with all its labelled candidates) over all processes.
 The kit lays out the whole run itself — step after step, each step's prompts (its own shuffled order
 per epoch, as before) padded with empty slots to ``world x per-device x accumulation`` — and the
@@ -44,7 +47,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from promedical.core.config import tracker_list
 from promedical.core.files import write_json
 from promedical.reward.scorer import CriteriaRewardModel
-from promedical.reward.training_data import TrainingGroup, label_weight_table, training_groups
+from promedical.reward.training_data import TrainingGroup, label_weight_table, overall_groups, training_groups
 
 PARTS = ("bt", "bce", "contrast", "loss")
 
@@ -206,6 +209,8 @@ def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: li
 
     cfg, out_dir = rm.config, Path(out_dir)
     groups = training_groups(pairs, pointwise, cfg.disagree_weight, balance=cfg.bce_balance)
+    if cfg.criteria == "none":  # the ablation: overall pairs and labels, one score per response
+        groups = overall_groups(groups)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(max(len(groups), 1) / cfg.batch_size)
     total = (cfg.max_steps or steps_per_epoch * cfg.epochs) if groups else 0

@@ -3,7 +3,7 @@ good side, disagreement weights and the class-balanced BCE label weights."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from promedical.core.scoring import is_good
@@ -19,12 +19,23 @@ class TrainingResponse:
     messages: list[dict]
     response: str
     criteria: list[Query]
-    good: list[bool | None]  # per criterion: on the good side (True), not (False), unknown (None)
+    good: list[bool | float | None]  # per criterion: on the good side (True), not (False), unknown (None);
+    # the ablation (``overall_groups``): one overall label, a share in [0, 1]
     encoded: tuple = ()
     weights: list[float] | None = None  # per criterion: the BCE weight of its label (None: all 1)
 
     def label_weight(self, i: int) -> float:
         return 1.0 if self.weights is None else self.weights[i]
+
+    @property
+    def overall_label(self) -> float | None:
+        """The ablation's pointwise label: the label-weighted share of the known criteria on whose good side
+        the response is (None: no known label). One score fit to every criterion's label under the BCE is
+        fit best by exactly this share, so the ablation's sigma(r) estimates what the criterion model's
+        does on average, and calibration compares like with like."""
+        known = [(self.label_weight(i), good) for i, good in enumerate(self.good) if good is not None]
+        total = sum(w for w, _ in known)
+        return sum(w for w, good in known if good) / total if total else None
 
 
 @dataclass
@@ -36,6 +47,7 @@ class TrainingGroup:
     responses: list[TrainingResponse]
     pairs: list[tuple[int, int, int, int, float]]
     contrasts: list[tuple[int, int, int]]
+    overall_pairs: list[tuple[int, int]] = field(default_factory=list)  # (winner, loser) of each lexicographic pair
 
     def known_labels(self):
         """(response, criterion index, tier, good side) of every known label."""
@@ -66,7 +78,8 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
 
     def response(row: dict, rid_key: str | None, text_key: str) -> tuple[dict, dict]:
         pkey = row.get("prompt_id") or json.dumps(row["messages"], sort_keys=True)
-        g = prompts.setdefault(pkey, {"messages": row["messages"], "responses": {}, "pairs": []})
+        g = prompts.setdefault(pkey, {"messages": row["messages"], "responses": {}, "pairs": [],
+                                             "overall": {}})
         rkey = row.get(rid_key) if rid_key else None
         rkey = rkey or row[text_key]
         return g, g["responses"].setdefault(rkey, {"response": row[text_key], "labels": {}})
@@ -85,8 +98,9 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
         _, rejected = response(row, "rejected_id", "rejected")
         key = label(chosen, row, True)
         label(rejected, row, False)
-        w = 1.0 if row.get("agrees_with_pair", True) else float(disagree_weight)
-        g["pairs"].append((id(chosen), id(rejected), key, w))
+        agrees = row.get("agrees_with_pair", True)
+        g["pairs"].append((id(chosen), id(rejected), key, 1.0 if agrees else float(disagree_weight)))
+        g["overall"].setdefault((id(chosen), id(rejected)) if agrees else (id(rejected), id(chosen)))
     groups = []
     for g in prompts.values():
         resps, index = [], {}
@@ -98,13 +112,29 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
                     for a, b, key, w in g["pairs"]]
         contrasts = [(i, ci, cj) for i, r in enumerate(resps) for ci, gi in enumerate(r.good) if gi
                      for cj, gj in enumerate(r.good) if gj is False]
-        groups.append(TrainingGroup(resps, pair_idx, contrasts))
+        groups.append(TrainingGroup(resps, pair_idx, contrasts, [(index[a], index[b]) for a, b in g["overall"]]))
     if balance != "none":
         weights = label_weights(groups, balance)
         for g in groups:
             for r in g.responses:
                 r.weights = [weights.get((t, good), 1.0) for (t, _), good in zip(r.criteria, r.good)]
     return groups
+
+
+def overall_groups(groups: Sequence[TrainingGroup]) -> list[TrainingGroup]:
+    """The ablation's training data (``RMConfig.criteria="none"``) from the same groups: each response one
+    label, its ``overall_label`` (weighing the sum of its criteria's BCE weights), and each lexicographic
+    pair once, winner over loser, weight 1 (Bradley-Terry on the overall pairs); no within-response
+    contrasts (one score per response has none). The scorer reads one overall question per response."""
+    out = []
+    for g in groups:
+        responses = []
+        for r in g.responses:
+            label = r.overall_label
+            weight = sum(r.label_weight(i) for i, good in enumerate(r.good) if good is not None)
+            responses.append(TrainingResponse(r.messages, r.response, [("proficiency", "")], [label], weights=[weight]))
+        out.append(TrainingGroup(responses, [(a, 0, b, 0, 1.0) for a, b in g.overall_pairs], [], list(g.overall_pairs)))
+    return out
 
 
 def label_weights(groups: Sequence[TrainingGroup], balance: str = "tier") -> dict[tuple[str, bool], float]:
