@@ -58,7 +58,7 @@ def test_score_reports_bad_grades_and_bad_params(write_lines):
     assert out.returncode == 1
     err = out.stderr
     assert f"{grades}:1: prompt_id: no rubric 'zz'" in err
-    assert f"{grades}:2: criteria_met:" in err and "unknown is not safe" in err
+    assert f"{grades}:2: criteria_met:" in err and "unknown is not 'not met'" in err
     assert f"{grades}:3: criteria_met: must be an object" in err
     out = run("score", rubrics, grades, "--lam", "1.0")
     assert out.returncode == 2 and "lam must be" in out.stderr
