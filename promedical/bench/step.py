@@ -17,7 +17,8 @@ from promedical.core.data import load_candidates, load_split
 from promedical.core.files import read_jsonl, write_json, write_jsonl
 from promedical.core.phases import Phase
 from promedical.core.provenance import stamp
-from promedical.core.workspace import Stopwatch, Workspace
+from promedical.core.timing import Stopwatch
+from promedical.core.workspace import Workspace
 from promedical.reward.inputs import load_reward_model
 from promedical.rubrics.selection import match_prompt_ids, training_rubrics, workspace_split
 

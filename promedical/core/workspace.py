@@ -8,7 +8,6 @@ nowhere else: a stage asks ``ws.reward_metrics``, never spells ``"reward" / "met
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +53,6 @@ class Workspace:
 
     def __str__(self) -> str:
         return str(self.root)
-
-    def __truediv__(self, other):  # a Workspace reads like its folder where a plain path is wanted
-        return self.root / other
 
     # ---------------------------------------------------------------- stage folders
     @property
@@ -243,16 +239,3 @@ class Workspace:
     @property
     def bench_probes(self) -> Path:
         return self.benchmark / "probes.json"
-
-
-class Stopwatch:
-    """Named laps in seconds (what each phase of a step cost)."""
-
-    def __init__(self):
-        self.laps: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(now - self._t, 1)
-        self._t = now

@@ -29,7 +29,8 @@ from promedical.core.config import build
 from promedical.core.files import read_jsonl, write_json, write_jsonl
 from promedical.core.phases import Phase
 from promedical.core.provenance import stamp
-from promedical.core.workspace import Stopwatch, Workspace
+from promedical.core.timing import Stopwatch
+from promedical.core.workspace import Workspace
 from promedical.reward.config import RewardStepConfig, RMConfig, RMTrainStepConfig
 from promedical.reward.inputs import (
     LLMs,
