@@ -1,26 +1,25 @@
-"""Step 00 throughput: the non-LLM funnel at growing corpus sizes, and the OpenAI backend's concurrency.
+"""Step 00 at scale: the non-LLM funnel from 10k to 1M instructions, the semantic stage old vs new, its
+calibration against MiniLM, and the OpenAI backend's concurrency.
 
-    python benchmarks/curation.py [--sizes 10000 30000 100000] [--semantic-max 30000] [--openai]
-    python benchmarks/curation.py --curate [--sizes ...]   # the CLI's own path: ingest + curate, no models
+    python benchmarks/curation.py --sizes 10000,100000,1000000      # the funnel table (a fresh process a size)
+    python benchmarks/curation.py --compare 10000                   # semantic stage: MiniLM exact vs static ANN
+    python benchmarks/curation.py --calibrate                       # static threshold vs MiniLM cosine >= 0.9
+    python benchmarks/curation.py --openai                          # label requests at concurrency 1 vs 64
 
-Funnel: for each size a fresh process writes N synthetic instructions (about 60 words each, 5% exact
-copies with case/whitespace changes, 5% near copies with two words replaced) as JSONL and runs
-ingest -> exact dedup -> MinHash near dedup -> semantic dedup (all-MiniLM-L6-v2 embeddings + blocked
-cosine), timing each stage. Prints rows/s per stage, the process's peak RSS and the scaling exponent
-k of seconds ~ N^k (least squares on log-log) per stage. Sizes above --semantic-max skip the semantic
-stage and its time is extrapolated from the measured sizes with the fitted exponent (marked "extrap.").
-
---openai: starts tests/openai_server.py (tiny-qwen3) and sends the difficulty-label prompt at
-concurrency 1 and 64 through OpenAICompatibleLLM, with the server answering at once (--delay 0) and
-after 0.5 s (a remote server's latency). The test server generates one request at a time (its model
-lock), so concurrency overlaps latency there; a vLLM server also batches the generation itself.
+Funnel: for each size a fresh process writes N synthetic instructions as JSONL (25-80 words drawn from the
+whole-word vocabulary of all-MiniLM-L6-v2 with Zipf weights; 4% exact copies with case/spacing changes,
+4% near copies with two words replaced, 3% loose copies with 15% of the words dropped and neighbours
+swapped: trigram Jaccard < 0.5, caught by the semantic stage) and runs the kit's own ``ingest`` and
+``curate`` (LLM stages off; ``embedder=static`` at every size so the fit compares like with like).
+Prints rows/s per stage, the process's peak RSS, the drops, and the exponent k of seconds ~ N^k per stage
+(least squares on log-log over the sizes).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -31,96 +30,81 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("patient fever cough rash headache nausea fatigue dizziness swelling itching numbness wheeze cramps bruising "
-         "insomnia palpitations tremor thirst weakness stiffness tingling hoarseness sweating chills jaundice bloating "
-         "heartburn constipation diarrhoea vomiting fainting chest pain abdomen knee back neck shoulder ankle wrist "
-         "skin eye ear throat tooth blood urine stool sleep appetite weight mood anxiety memory vision hearing "
-         "breathing walking eating drinking working running since yesterday morning evening night week month year "
-         "after before during while taking stopping starting doctor nurse pharmacist hospital clinic test scan result "
-         "tablet dose insulin inhaler antibiotic statin aspirin paracetamol ibuprofen warfarin metformin sertraline "
-         "pregnant child baby elderly mother father daughter son husband wife friend worried should could would what "
-         "when which how normal serious urgent safe dangerous better worse same often rarely sudden gradual mild "
-         "severe left right upper lower both side").split()
+PAIRS = ROOT / "data" / "calibration" / "semantic_pairs.jsonl"
+SAMPLES = [str(ROOT / "data" / "samples" / "sharegpt_sample.jsonl"), str(ROOT / "data" / "samples" / "medqa_sample.csv")]
+DEMO = [str(ROOT / "data" / "train" / "rubrics.jsonl"), str(ROOT / "data" / "bench" / "rubrics.jsonl")]
 
 
-def synthetic(n: int, seed: int = 0) -> list[dict]:
+def _vocabulary() -> list[str]:
+    from promedical.core.audit import embedding_model_dir
+
+    words = (embedding_model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in words if re.fullmatch(r"[a-z]{3,}", w)]
+
+
+def synthetic(n: int, seed: int = 0):
+    """N rows {"id", "prompt"}, streamed (the generator holds only the rows copies are made from)."""
     rng = random.Random(seed)
-    rows: list[dict] = []
-    while len(rows) < n:
-        k = len(rows)
+    vocab = _vocabulary()
+    weights = [1 / (k + 10) for k in range(len(vocab))]
+    cum = list(__import__("itertools").accumulate(weights))
+    pool: list[str] = []  # recent originals, the sources of copies
+    for k in range(n):
         r = rng.random()
-        if r < 0.05 and rows:  # exact copy up to case and spacing
-            src = rows[rng.randrange(len(rows))]["prompt"]
+        if r < 0.04 and pool:  # exact copy up to case and spacing
+            src = rng.choice(pool)
             text = src.upper() if rng.random() < 0.5 else src.replace(" ", "  ", 3)
-        elif r < 0.10 and rows:  # near copy: two words replaced
-            words = rows[rng.randrange(len(rows))]["prompt"].split()
+        elif r < 0.08 and pool:  # near copy: two words replaced
+            words = rng.choice(pool).split()
             for _ in range(2):
-                words[rng.randrange(len(words))] = rng.choice(WORDS)
+                words[rng.randrange(len(words))] = rng.choices(vocab, cum_weights=cum)[0]
+            text = " ".join(words)
+        elif r < 0.11 and pool:  # loose copy: 15% of the words dropped, neighbours swapped
+            words = [w for w in rng.choice(pool).split() if rng.random() > 0.15]
+            for _ in range(len(words) // 4):
+                i = rng.randrange(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
             text = " ".join(words)
         else:
-            text = " ".join(rng.choice(WORDS) for _ in range(60)) + "?"
-        rows.append({"id": f"s{k}", "prompt": text})
-    return rows
+            text = " ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(25, 80))).capitalize() + "?"
+            pool.append(text)
+            if len(pool) > 5000:
+                pool.pop(rng.randrange(len(pool)))
+        yield {"id": f"s{k}", "prompt": text}
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(n: int, semantic: bool) -> dict:
-    """One size in this process: stage seconds, drops and peak memory."""
-    import pyarrow.parquet as pq
-
-    from promedical.corpus.dedup import embed_texts, exact_duplicates, near_duplicates, semantic_duplicates
-    from promedical.corpus.ingest import ingest
-    from promedical.corpus.store import data_dir
-
-    out: dict = {"n": n, "seconds": {}, "dropped": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "corpus.jsonl"
-        src.write_text("".join(json.dumps(r) + "\n" for r in synthetic(n)))
-        ws = Path(tmp) / "ws"
-        t = time.perf_counter()
-        ingest([str(src)], ws)
-        out["seconds"]["ingest"] = time.perf_counter() - t
-        texts = pq.read_table(data_dir(ws) / "instructions.parquet", columns=["text"])["text"].to_pylist()
-        out["ingested"] = len(texts)
-        t = time.perf_counter()
-        exact = exact_duplicates(texts)
-        out["seconds"]["exact"] = time.perf_counter() - t
-        t = time.perf_counter()
-        near = near_duplicates(texts, skip=set(exact))
-        out["seconds"]["minhash"] = time.perf_counter() - t
-        out["dropped"].update(exact=len(exact), minhash=len(near))
-        out["rss_before_semantic_mib"] = round(peak_rss_mib())
-        if semantic:
-            alive = [i for i in range(len(texts)) if i not in exact and i not in near]
-            t = time.perf_counter()
-            emb = embed_texts([texts[i] for i in alive])
-            out["seconds"]["embed"] = time.perf_counter() - t
-            t = time.perf_counter()
-            sem = semantic_duplicates(emb)
-            out["seconds"]["cosine"] = time.perf_counter() - t
-            out["dropped"]["semantic"] = len(sem)
-    out["peak_rss_mib"] = round(peak_rss_mib())
-    return out
-
-
-def run_curate(n: int) -> dict:
-    """The tool's own path without models: `ingest` then `curate` with semantic dedup and LLM labels off."""
+def run_one(n: int) -> dict:
+    """One size in this process: ingest + curate, each stage's seconds, drops and peak memory."""
     from promedical.corpus.config import DataConfig
     from promedical.corpus.ingest import ingest
     from promedical.corpus.step import curate
 
+    out: dict = {"n": n}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "corpus.jsonl"
-        src.write_text("".join(json.dumps(r) + "\n" for r in synthetic(n)))
+        with src.open("w") as fh:
+            for row in synthetic(n):
+                fh.write(json.dumps(row) + "\n")
+        ws = Path(tmp) / "ws"
         t = time.perf_counter()
-        ingest([str(src)], Path(tmp) / "ws")
-        funnel = curate(Path(tmp) / "ws", DataConfig(semantic_dedup=False, difficulty=False, classify=False,
-                                                     decontam_embeddings=False), progress=False)
-        return {"n": n, "seconds": round(time.perf_counter() - t, 1), "train": funnel["train"],
-                "bench": funnel["bench"], "peak_rss_mib": round(peak_rss_mib())}
+        ingest([str(src)], ws)
+        out["seconds"] = {"ingest": time.perf_counter() - t}
+        t = time.perf_counter()
+        funnel = curate(ws, DataConfig(difficulty=False, classify=False, embedder="static"), progress=False)
+        total = time.perf_counter() - t
+        stages = {"exact_dedup": "exact", "near_dedup": "minhash", "semantic_dedup": "semantic", "split": "split",
+                  "decontaminate": "decontaminate"}
+        for stage, name in stages.items():
+            out["seconds"][name] = funnel["seconds"][stage]
+        out["seconds"]["audit+write"] = max(total - sum(funnel["seconds"].values()), 1e-3)
+        out["dropped"] = funnel["dropped_by_stage"]
+        out["train"], out["bench"], out["verdict"] = funnel["train"], funnel["bench"], funnel["audit_verdict"]
+    out["peak_rss_mib"] = round(peak_rss_mib())
+    return out
 
 
 def fit_exponent(ns, secs) -> float | None:
@@ -133,49 +117,109 @@ def fit_exponent(ns, secs) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def funnel_benchmark(sizes: list[int], semantic_max: int) -> None:
-    import torch
-
+def funnel_benchmark(sizes: list[int]) -> None:
     results = []
     for n in sizes:
-        cmd = [sys.executable, __file__, "--one", str(n)] + (["--no-semantic"] if n > semantic_max else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             sys.exit(f"size {n} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"done {n}: {results[-1]}", file=sys.stderr, flush=True)
-    stages = ["ingest", "exact", "minhash", "embed", "cosine"]
-    print(f"cpu threads={torch.get_num_threads()} os.cpu_count={os.cpu_count()}")
-    print("| rows | " + " | ".join(f"{s} rows/s" for s in stages) + " | total s | peak RSS MiB | dropped exact/minhash/semantic |")
+        print(f"done {n}: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
+    stages = list(results[0]["seconds"])
+    print("| rows | " + " | ".join(f"{s} rows/s" for s in stages) + " | total s | peak RSS MiB | dropped exact/near/semantic |")
     print("|---:|" + "---:|" * (len(stages) + 3))
-    exps = {}
-    for s in stages:
-        measured = [(r["n"], r["seconds"][s]) for r in results if s in r["seconds"]]
-        exps[s] = fit_exponent([m[0] for m in measured], [m[1] for m in measured])
     for r in results:
-        cells, total, extrap = [], 0.0, False
-        for s in stages:
-            sec = r["seconds"].get(s)
-            if sec is None:
-                ref = max((x for x in results if s in x["seconds"]), key=lambda x: x["n"], default=None)
-                if ref is None or exps[s] is None:
-                    cells.append("-")
-                    continue
-                sec = ref["seconds"][s] * (r["n"] / ref["n"]) ** exps[s]
-                extrap = True
-                cells.append(f"{r['n'] / sec:,.0f} (extrap.)")
-            else:
-                cells.append(f"{r['n'] / sec:,.0f}")
-            total += sec
         d = r["dropped"]
-        print(f"| {r['n']:,} | " + " | ".join(cells) + f" | {total:,.0f}{' (extrap.)' if extrap else ''} | "
-              f"{r['peak_rss_mib']:,} | {d['exact']}/{d['minhash']}/{d.get('semantic', '-')} |")
-    totals = [(r["n"], sum(r["seconds"].values())) for r in results if "embed" in r["seconds"]]
-    exps["total (measured sizes)"] = fit_exponent([t[0] for t in totals], [t[1] for t in totals])
+        print(f"| {r['n']:,} | " + " | ".join(f"{r['n'] / max(r['seconds'][s], 1e-3):,.0f}" for s in stages)
+              + f" | {sum(r['seconds'].values()):,.0f} | {r['peak_rss_mib']:,} | "
+              f"{d.get('exact_dedup', 0)}/{d.get('near_dedup', 0)}/{d.get('semantic_dedup', 0)} |")
+    ns = [r["n"] for r in results]
+    exps = {s: fit_exponent(ns, [r["seconds"][s] for r in results]) for s in stages}
+    exps["total"] = fit_exponent(ns, [sum(r["seconds"].values()) for r in results])
     print("scaling exponent k (seconds ~ N^k): " + ", ".join(f"{s} {e:.2f}" for s, e in exps.items() if e is not None))
 
 
-def openai_benchmark(n_prompts: int = 64) -> None:
+def compare_semantic(n: int) -> None:
+    """The semantic stage on the same n rows: MiniLM + exact search (before) vs static + ANN (now)."""
+    from promedical.corpus.dedup import semantic_duplicates
+    from promedical.corpus.embeddings import CENTRED_FLOOR, STATIC_THRESHOLD, minilm_embed, static_embed
+
+    texts = [r["prompt"] for r in synthetic(n, seed=3)]
+    runs = {}
+    for name, embed, thr, index, floor in (("MiniLM + exact (before)", minilm_embed, 0.9, "exact", None),
+                                           ("static + usearch ANN (now)", static_embed, STATIC_THRESHOLD, "ann",
+                                            CENTRED_FLOOR)):
+        t = time.perf_counter()
+        emb = embed(texts)
+        t_embed = time.perf_counter() - t
+        t = time.perf_counter()
+        dups = semantic_duplicates(emb, threshold=thr, index=index, centred_floor=floor)
+        runs[name] = (t_embed, time.perf_counter() - t, dups)
+    print(f"| semantic stage, {n:,} rows | embed s | search s | rows/s | dropped |\n|---|---:|---:|---:|---:|")
+    for name, (te, ts, dups) in runs.items():
+        print(f"| {name} | {te:.1f} | {ts:.1f} | {n / (te + ts):,.0f} | {len(dups)} |")
+    (_, _, old), (_, _, new) = runs.values()
+    both = set(old) & set(new)
+    print(f"agreement on dropped rows: {len(both)} in both, {len(set(old) - set(new))} only before, "
+          f"{len(set(new) - set(old))} only now (recall {len(both) / max(len(old), 1):.3f}, "
+          f"precision {len(both) / max(len(new), 1):.3f} against MiniLM exact)")
+
+
+def calibrate() -> None:
+    """Static-model cosine vs the reference (MiniLM fp32 cosine >= 0.9) on the calibration pairs and every
+    pair of the samples' instructions: recall and precision per static threshold, alone and with the
+    centred-cosine floor; and the pairs of the demo corpus (90 rows, none at MiniLM >= 0.9) each flags."""
+    import numpy as np
+
+    from promedical.corpus.embeddings import CENTRED_FLOOR, STATIC_THRESHOLD, minilm_embed, static_embed
+    from promedical.corpus.ingest import iter_rows
+
+    def centred(x, mean):
+        y = x - mean
+        return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+    pairs = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    a, b, kinds = [p["a"] for p in pairs], [p["b"] for p in pairs], [p["kind"] for p in pairs]
+    sample = [rec["text"] for spec in SAMPLES for rec, _ in iter_rows(spec) if rec is not None]
+    for i in range(len(sample)):
+        for j in range(i + 1, len(sample)):
+            a.append(sample[i])
+            b.append(sample[j])
+            kinds.append("samples")
+    ref = (minilm_embed(a) * minilm_embed(b)).sum(1)
+    sa, sb = static_embed(a), static_embed(b)
+    fast = (sa * sb).sum(1)
+    mean = np.concatenate([sa, sb]).mean(axis=0)
+    floor_ok = (centred(sa, mean) * centred(sb, mean)).sum(1) >= CENTRED_FLOOR
+    truth = ref >= 0.9
+    print(f"{len(a)} pairs ({len(pairs)} written + {len(a) - len(pairs)} of the samples); "
+          f"{int(truth.sum())} at MiniLM cosine >= 0.9")
+    print("| kind | pairs | MiniLM >= 0.9 | MiniLM cosine median | static cosine median |\n|---|---:|---:|---:|---:|")
+    for k in dict.fromkeys(kinds):
+        m = np.asarray([x == k for x in kinds])
+        print(f"| {k} | {int(m.sum())} | {int(truth[m].sum())} | {np.median(ref[m]):.3f} | {np.median(fast[m]):.3f} |")
+    print(f"| static threshold | recall | precision | recall with centred >= {CENTRED_FLOOR} | precision with it |\n"
+          "|---:|---:|---:|---:|---:|")
+    for t in sorted({round(x, 2) for x in np.arange(0.80, 0.99, 0.01)} | {STATIC_THRESHOLD}):
+        cells = []
+        for pred in (fast >= t, (fast >= t) & floor_ok):
+            tp = int((pred & truth).sum())
+            cells += [f"{tp / max(int(truth.sum()), 1):.3f}", f"{tp / max(int(pred.sum()), 1):.3f}"]
+        mark = " (the kit's)" if t == STATIC_THRESHOLD else ""
+        print(f"| {t:.2f}{mark} | " + " | ".join(cells) + " |")
+    demo = [rec["text"] for spec in DEMO for rec, _ in iter_rows(spec) if rec is not None]
+    d_static, d_ref = static_embed(demo), minilm_embed(demo)
+    upper = np.triu_indices(len(demo), 1)
+    s_cos, r_cos = (d_static @ d_static.T)[upper], (d_ref @ d_ref.T)[upper]
+    c = centred(d_static, d_static.mean(axis=0))
+    c_cos = (c @ c.T)[upper]
+    flagged = s_cos >= STATIC_THRESHOLD
+    print(f"demo corpus: {len(s_cos)} pairs, {int((r_cos >= 0.9).sum())} at MiniLM >= 0.9; static >= {STATIC_THRESHOLD} "
+          f"flags {int(flagged.sum())} (MiniLM {', '.join(f'{x:.2f}' for x in r_cos[flagged])}), with the centred "
+          f"floor {int((flagged & (c_cos >= CENTRED_FLOOR)).sum())}")
+
+
+def openai_benchmark(n_prompts: int = 128) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_llm import READY_TIMEOUT, Server
 
@@ -192,7 +236,7 @@ def openai_benchmark(n_prompts: int = 64) -> None:
             try:
                 server.wait_ready(time.monotonic() + READY_TIMEOUT)
                 base = None
-                for conc in (1, 64):
+                for conc in (1, 64, 256):
                     llm = OpenAICompatibleLLM(server.base_url, "tiny-qwen3", concurrency=conc)
                     llm.generate([difficulty_messages("warm-up")], params)
                     prompts = [difficulty_messages(f"{t} #{conc}") for t in texts]  # distinct: no server-side reuse
@@ -204,38 +248,37 @@ def openai_benchmark(n_prompts: int = 64) -> None:
                           flush=True)
             finally:
                 server.stop()
+    # The paper's raw pool on a served model: docs/full_scale.md assumes ~3,000 generated tokens/s for a
+    # 48-sequence batch on 2 GPUs at TP 2, so an 8-GPU vLLM server (4 replicas) ~12,000 tokens/s.
+    rows, tokens_per_row, tokens_per_s = 823_703, 2 * 60, 12_000  # difficulty + category, ~60 answer tokens each
+    hours = rows * tokens_per_row / tokens_per_s / 3600
+    print(f"projected: {rows:,} rows x 2 labels x ~60 tokens at {tokens_per_s:,} tokens/s (8 GPUs, docs/full_scale.md's "
+          f"throughput) = {hours:.1f} h with enough requests in flight (concurrency >= 4 x 48)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
-    ap.add_argument("--semantic-max", type=int, default=30_000,
-                    help="largest size that runs the semantic stage (larger ones are extrapolated)")
-    ap.add_argument("--openai", action="store_true", help="also measure the OpenAI backend at concurrency 1 vs 64")
-    ap.add_argument("--skip-funnel", action="store_true")
-    ap.add_argument("--curate", action="store_true", help="time `ingest` + `curate` (no semantic, no LLM) per size")
-    ap.add_argument("--curate-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", default="", help="comma-separated corpus sizes for the funnel table, e.g. 10000,100000")
+    ap.add_argument("--compare", type=int, default=0, help="rows for the semantic stage before/after comparison")
+    ap.add_argument("--calibrate", action="store_true", help="the static threshold against MiniLM cosine >= 0.9")
+    ap.add_argument("--openai", action="store_true", help="the OpenAI backend at concurrency 1 vs 64")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--no-semantic", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, not args.no_semantic)))
+        print(json.dumps(run_one(args.one)))
         return
-    if args.curate_one:
-        print(json.dumps(run_curate(args.curate_one)))
-        return
-    if args.curate:
-        print("| rows | ingest + curate s (no semantic, no LLM) | rows/s | peak RSS MiB |\n|---:|---:|---:|---:|")
-        for n in args.sizes:
-            proc = subprocess.run([sys.executable, __file__, "--curate-one", str(n)], capture_output=True, text=True,
-                                  cwd=ROOT)
-            if proc.returncode:
-                sys.exit(f"size {n} failed:\n{proc.stderr[-3000:]}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"| {n:,} | {r['seconds']} | {n / r['seconds']:,.0f} | {r['peak_rss_mib']:,} |", flush=True)
-        return
-    if not args.skip_funnel:
-        funnel_benchmark(args.sizes, args.semantic_max)
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    if not (sizes or args.compare or args.calibrate or args.openai):
+        ap.error("nothing to run: give --sizes, --compare, --calibrate or --openai")
+    if args.calibrate:
+        calibrate()
+    if args.compare:
+        compare_semantic(args.compare)
+    if sizes:
+        funnel_benchmark(sizes)
     if args.openai:
         openai_benchmark()
 

@@ -77,8 +77,8 @@ def cmd_ingest(args) -> int:
     problems = result["problems"]
     for line in problems[:MAX_PRINTED_PROBLEMS]:
         _say(line, sys.stderr)
-    if len(problems) > MAX_PRINTED_PROBLEMS:
-        _say(f"... {len(problems) - MAX_PRINTED_PROBLEMS} more, every one in {ws.data / 'rejects.jsonl'}", sys.stderr)
+    if result["rejected"] > MAX_PRINTED_PROBLEMS:
+        _say(f"... {result['rejected'] - MAX_PRINTED_PROBLEMS} more, every one in {ws.data / 'rejects.jsonl'}", sys.stderr)
     for s in result["sources"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items()))
         _say(f"{s['source']}: {s['rows']} rows, {s['added']} added, {s['already']} already ingested, "

@@ -10,6 +10,7 @@ from typing import ClassVar
 from promedical.core.audit import THRESHOLDS
 from promedical.core.config import BACKENDS, ConfigMixin, option
 from promedical.core.params import bound_problem
+from promedical.corpus.embeddings import EMBEDDERS, STATIC_THRESHOLD
 
 COLUMN_KEYS = ("prompt", "messages", "conversations", "question", "options", "system", "id", "category",
                "specialty", "input")
@@ -36,6 +37,12 @@ class DataConfig(ConfigMixin):
     semantic_dedup: bool = option("drop semantic duplicates: all-MiniLM-L6-v2 cosine at or above semantic_threshold", True)
     semantic_threshold: float = option("embedding cosine at or above which two rows are semantic duplicates "
                                        "(the audit's threshold)", THRESHOLDS["embedding_cosine"])
+    embedder: str = option("the semantic stages' embedding model: minilm (all-MiniLM-L6-v2, the audit's model, ~30 "
+                           "rows/s on 2 CPU cores), static (model2vec distilled from it, ~14,000 rows/s, with an ANN "
+                           "index) or auto (minilm up to 20,000 rows, static above)", "auto")
+    static_threshold: float = option("static-model cosine at or above which two rows are semantic duplicates: the "
+                                     "static equivalent of MiniLM cosine 0.9 (calibrated, docs/curation_at_scale.md)",
+                                     STATIC_THRESHOLD)
     embed_batch_size: int = option("texts per embedding forward pass", 64)
     # --- LLM labels ---
     difficulty: bool = option("an LLM rates each instruction 0-10 with a reason; rows outside difficulty_band are dropped", True)
@@ -46,8 +53,10 @@ class DataConfig(ConfigMixin):
     backend: str = option("LLM backend for the label stages: " + " | ".join(BACKENDS), "transformers")
     model: str = option("model for the label stages: embedded, a HF id or a local path", "embedded")
     base_url: str | None = option("OpenAI-compatible endpoint for backend=openai, e.g. http://127.0.0.1:8000/v1", None)
-    concurrency: int = option("requests in flight for backend=openai", 64)
-    label_chunk: int = option("instructions per generate call; results are appended after each chunk (resume point)", 64)
+    concurrency: int = option("requests in flight for backend=openai (a vLLM server batches them)", 256)
+    label_chunk: int = option("instructions per generate call on a local model (a served one gets at least 4 x "
+                              "concurrency, so that many stay in flight); results are appended after each chunk "
+                              "(the resume point)", 64)
     max_new_tokens: int = option("token budget of one label answer", 96)
     # --- split ---
     bench_fraction: float = option("share of kept rows held out as the benchmark, per category (stratified)", 0.2)
@@ -81,7 +90,9 @@ class DataConfig(ConfigMixin):
                      "decontam_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
-        for name, lo, hi in (("near_threshold", 0.0, 1.0), ("semantic_threshold", 0.0, 1.0)):
+        if self.embedder not in EMBEDDERS:
+            bad("embedder", f"must be one of {', '.join(EMBEDDERS)}")
+        for name, lo, hi in (("near_threshold", 0.0, 1.0), ("semantic_threshold", 0.0, 1.0), ("static_threshold", 0.0, 1.0)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo < v <= hi:
                 bad(name, f"must be a number in ({lo}, {hi}]")

@@ -3,48 +3,96 @@ YAML header, as Hub dataset cards have), ``explain`` (why is this row gone?) and
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from promedical.core.files import atomic_write_text, dumps_line, write_json
 from promedical.core.ids import escape, quote
 from promedical.corpus.label import CLASSIFY_PROMPT, DIFFICULTY_PROMPT
-from promedical.corpus.store import check_curation, data_dir, open_table, read_table, write_table
+from promedical.corpus.store import check_curation, data_dir, iter_batches, open_table, read_table, table_writer
 
 KEEP_COLUMNS = ("id", "messages", "text", "split", "category", "specialty", "label_source", "difficulty",
                 "difficulty_reason", "rubric", "lineage")
 
 
-def _lineage(r: dict) -> str:
-    return json.dumps({"source": r["source"], "path": r["path"], "row": r["row"], "original_id": r["original_id"],
-                       "format": r["format"], "dropped_turns": r["dropped_turns"]}, ensure_ascii=False)
-
-
 HEAVY_COLUMNS = ("messages", "text", "rubric")  # kept in Arrow through curation, never as Python objects
+LINEAGE_FIELDS = ("source", "path", "row", "original_id", "format", "dropped_turns")
 
 
-def write_outputs(workspace, table, rows: list[dict], funnel: dict, audit: dict | None = None) -> None:
-    """curated.parquet = the light per-row fields and fates (``rows``) joined with the heavy columns of the
-    ingested ``table`` (same order); train/bench.parquet = its kept rows of each split; split_audit.json
-    and the card (with ``audit``); funnel.json last. Every file carries ``funnel["curation"]``, so a
-    curation killed half-way is seen as such (``store.check_curation``)."""
+@dataclass
+class Fates:
+    """What curation decided, column-wise (positions = rows of instructions.parquet): the kept flag,
+    (stage, reason, duplicate_of, score) of each dropped row, the split of each kept row, labels."""
+    kept: np.ndarray
+    fate: dict[int, tuple]
+    split: np.ndarray
+    category: list
+    specialty: list
+    difficulty: dict[int, tuple[int, str]] = field(default_factory=dict)
+    llm_labelled: set[int] = field(default_factory=set)
+
+
+def _curated_schema(instructions_schema):
     import pyarrow as pa
+
+    s, light = pa.string(), [f for f in instructions_schema if f.name not in HEAVY_COLUMNS + ("category", "specialty")]
+    return pa.schema(light + [pa.field("category", s), pa.field("specialty", s), pa.field("kept", pa.bool_()),
+                              pa.field("stage", s), pa.field("reason", s), pa.field("duplicate_of", s),
+                              pa.field("score", pa.float64()), pa.field("difficulty", pa.int64()),
+                              pa.field("difficulty_reason", s), pa.field("label_source", s), pa.field("split", s),
+                              pa.field("lineage", s)]
+                     + [instructions_schema.field(h) for h in HEAVY_COLUMNS])
+
+
+def _curated_batch(batch, start: int, fates: Fates, schema):
+    """One batch of instructions.parquet with its rows' fates, as a curated.parquet table."""
+    import pyarrow as pa
+
+    n = batch.num_rows
+    cols = {name: batch.column(name) for name in batch.schema.names}
+    light = {k: cols[k].to_pylist() for k in LINEAGE_FIELDS}
+    rows = range(start, start + n)
+    fate = [fates.fate.get(i, (None, None, None, None)) for i in rows]
+    category, specialty = fates.category[start:start + n], fates.specialty[start:start + n]
+    source_category = cols["category"].to_pylist()
+    diff = [fates.difficulty.get(i, (None, None)) for i in rows]
+    data = {name: cols[name] for name in schema.names if name in cols and name not in ("category", "specialty")}
+    data.update(category=category, specialty=specialty, kept=fates.kept[start:start + n],
+                stage=[f[0] for f in fate], reason=[f[1] for f in fate], duplicate_of=[f[2] for f in fate],
+                score=[f[3] for f in fate], difficulty=[d[0] for d in diff], difficulty_reason=[d[1] for d in diff],
+                label_source=["llm" if i in fates.llm_labelled else "source" if c else None
+                              for i, c in zip(rows, source_category)],
+                split=list(fates.split[start:start + n]),
+                lineage=[json.dumps({k: light[k][a] for k in LINEAGE_FIELDS}, ensure_ascii=False) for a in range(n)])
+    return pa.table({name: data[name] for name in schema.names}, schema=schema)
+
+
+def write_outputs(workspace, instructions: Path, fates: Fates, funnel: dict, audit: dict | None = None) -> None:
+    """curated.parquet = every row of ``instructions`` (same order) with its fate; train/bench.parquet = the
+    kept rows of each split; split_audit.json and the card (with ``audit``); funnel.json last. Written batch
+    by batch (memory does not grow with the corpus). Every file carries ``funnel["curation"]``, so a
+    curation killed half-way is seen as such (``store.check_curation``)."""
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     d = data_dir(workspace)
     curation = funnel.get("curation")
-    for r in rows:
-        r["lineage"] = _lineage(r)
-    curated = pa.Table.from_pylist(rows)
-    for name in HEAVY_COLUMNS:
-        curated = curated.append_column(name, table[name])
-    write_table(d / "curated.parquet", curated, curation=curation)
-    for split in ("train", "bench"):
-        mask = pc.and_(curated["kept"], pc.equal(curated["split"], split))
-        kept = curated.filter(pc.fill_null(mask, False)).select(list(KEEP_COLUMNS))
-        # one schema, even where a column is all null
-        write_table(d / f"{split}.parquet", kept.cast(_empty_schema()), curation=curation)
+    schema = _curated_schema(pq.read_schema(instructions))
+    # nested so that curated.parquet is renamed into place first, then train, then bench
+    with table_writer(d / "bench.parquet", _empty_schema(), curation) as bench, \
+            table_writer(d / "train.parquet", _empty_schema(), curation) as train, \
+            table_writer(d / "curated.parquet", schema, curation) as curated:
+        start = 0
+        for batch in iter_batches(instructions):
+            table = _curated_batch(batch, start, fates, schema)
+            curated.write_table(table)
+            for split, writer in (("train", train), ("bench", bench)):
+                mask = pc.fill_null(pc.and_(table["kept"], pc.equal(table["split"], split)), False)
+                writer.write_table(table.filter(mask).select(list(KEEP_COLUMNS)).cast(_empty_schema()))
+            start += batch.num_rows
     if audit is not None:
         write_json(d / "split_audit.json", audit)
         write_card(workspace, funnel, audit)
@@ -78,6 +126,11 @@ def write_card(workspace, funnel: dict, audit: dict) -> Path:
               "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "train.parquet"},
                                                                     {"split": "bench", "path": "bench.parquet"}]}]}
     cfg = funnel["config"]
+    static = funnel.get("embedder") == "static"
+    semantic = (f"static model distilled from all-MiniLM-L6-v2, cosine >= {cfg['static_threshold']}" if static
+                else f"all-MiniLM-L6-v2 cosine >= {cfg['semantic_threshold']}")
+    audit_cosine = (f"static-model cosine >= {cfg['static_threshold']}" if audit.get("embedder") == "static"
+                    else f"MiniLM cosine >= {audit['thresholds']['embedding_cosine']}")
     lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
              f"# {header['pretty_name']}", "",
              "Curated by `promedical curate` (notebook `00_data`). The licence is `other`: each row keeps the "
@@ -91,15 +144,15 @@ def write_card(workspace, funnel: dict, audit: dict) -> Path:
     lines += [f"| {s} | {v['ingested']} | {v['kept']} |" for s, v in funnel["by_source"].items()]
     lines += ["", "## Settings", "",
               f"- exact dedup: {cfg['exact_dedup']}; near dedup (MinHash LSH, word-trigram Jaccard >= "
-              f"{cfg['near_threshold']}): {cfg['near_dedup']}; semantic dedup (all-MiniLM-L6-v2 cosine >= "
-              f"{cfg['semantic_threshold']}): {cfg['semantic_dedup']}",
+              f"{cfg['near_threshold']}): {cfg['near_dedup']}; semantic dedup ({semantic}): "
+              f"{cfg['semantic_dedup']}",
               f"- difficulty (keep {cfg['difficulty_band'][0]}-{cfg['difficulty_band'][1]}): {cfg['difficulty']}; "
               f"classification: {cfg['classify']}; labels by `{cfg['model']}` on `{cfg['backend']}`",
               f"- split: bench {cfg['bench_size'] if cfg['bench_size'] is not None else cfg['bench_fraction']} "
               f"stratified by category, seed {cfg['seed']}",
               "", "## Independence of the splits", "", f"Verdict: **{audit['verdict']}** "
               f"(exact / word-trigram Jaccard >= {audit['thresholds']['ngram_jaccard']} / "
-              f"MiniLM cosine >= {audit['thresholds']['embedding_cosine']}"
+              f"{audit_cosine}"
               f"{'' if audit['embeddings'] else ', embedding check off'}); "
               f"bench items sharing their first six words with a train item: {audit['counts']['template']}.",
               "", "## Label prompts", "", "Difficulty:", "", "```text", DIFFICULTY_PROMPT, "```", "",

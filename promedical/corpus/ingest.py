@@ -38,7 +38,7 @@ from promedical.core.jsonl import iter_jsonl
 from promedical.core.workspace import Workspace
 from promedical.corpus.readers import expand_source
 from promedical.corpus.records import RowError, content_hash, instruction_text, record_to_instruction
-from promedical.corpus.store import data_dir, open_table, write_table, writer_lock
+from promedical.corpus.store import data_dir, iter_batches, table_writer, writer_lock
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:+/@#-]+")
 
@@ -146,6 +146,7 @@ def instructions_schema():
                       ("dropped_turns", i), ("category", s), ("specialty", s), ("rubric", s)])
 
 
+MAX_PROBLEMS = 10_000  # reject lines returned (and printed); every reject stays in rejects.jsonl
 REASON_KINDS = ("no user text", "wrong type", "empty", "over-long", "not valid UTF-8", "malformed JSON", "unknown role",
                 "duplicate id", "exact duplicate", "wrong number of fields", "HealthBench record", "kit rubric", "line is")
 
@@ -176,48 +177,54 @@ def ingest(sources: list[str], workspace, *, columns: dict | None = None, max_ch
 
 def _ingest(sources, workspace, columns, max_chars, home) -> dict:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     d = data_dir(workspace)
     schema = instructions_schema()
     path = d / "instructions.parquet"
-    existing = open_table(path) if path.is_file() else schema.empty_table()
-    light = existing.select(["id", "source", "path"]).to_pylist()  # the heavy columns stay in Arrow
-    known = {r["id"] for r in light}
-    taken = {r["source"]: r["path"] for r in light}
+    known: set[str] = set()
+    taken: dict[str, str] = {}
+    if path.is_file():
+        light = pq.read_table(path, columns=["id", "source", "path"], page_checksum_verification=True)
+        known = set(light["id"].to_pylist())
+        taken = dict(zip(light["source"].to_pylist(), light["path"].to_pylist()))
     rejects = {(r["source"], r["row"]): r for r in read_rejects(workspace)}
     new_rows: list[dict] = []
-    batches = [existing]
     added = 0
     per_source, problems = [], []
-    for spec in sources:
-        counts = Counter()
-        reasons = Counter()
-        for rec, bad in iter_rows(spec, columns, max_chars, taken, exclude=home):
-            counts["rows"] += 1
-            if bad is not None:
-                counts["rejected"] += 1
-                reasons[reason_kind(bad["reason"])] += 1
-                problems.append(f"{bad['source']}:{bad['row']}: {bad['reason']}")
-                rejects[(bad["source"], bad["row"])] = bad
-            elif rec["id"] in known:
-                counts["already"] += 1
-            else:
-                known.add(rec["id"])
-                new_rows.append(rec)
-                counts["added"] += 1
-                if len(new_rows) >= 10_000:  # bound the Python objects held: move them into Arrow
-                    batches.append(pa.Table.from_pylist(new_rows, schema=schema))
-                    added, new_rows = added + len(new_rows), []
-        per_source.append({"source": spec, "rows": counts["rows"], "added": counts["added"],
-                           "already": counts["already"], "rejected": counts["rejected"], "reasons": dict(reasons)})
-    batches.append(pa.Table.from_pylist(new_rows, schema=schema))
-    added += len(new_rows)
-    table = pa.concat_tables(batches)
-    write_table(path, table)
+    # streamed: the existing rows are copied batch by batch, new rows leave Python every 10,000
+    with table_writer(path, schema) as writer:
+        if path.is_file():
+            for batch in iter_batches(path):
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+        for spec in sources:
+            counts = Counter()
+            reasons = Counter()
+            for rec, bad in iter_rows(spec, columns, max_chars, taken, exclude=home):
+                counts["rows"] += 1
+                if bad is not None:
+                    counts["rejected"] += 1
+                    reasons[reason_kind(bad["reason"])] += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{bad['source']}:{bad['row']}: {bad['reason']}")
+                    rejects[(bad["source"], bad["row"])] = bad
+                elif rec["id"] in known:
+                    counts["already"] += 1
+                else:
+                    known.add(rec["id"])
+                    new_rows.append(rec)
+                    counts["added"] += 1
+                    if len(new_rows) >= 10_000:
+                        writer.write_table(pa.Table.from_pylist(new_rows, schema=schema))
+                        added, new_rows = added + len(new_rows), []
+            per_source.append({"source": spec, "rows": counts["rows"], "added": counts["added"],
+                               "already": counts["already"], "rejected": counts["rejected"], "reasons": dict(reasons)})
+        writer.write_table(pa.Table.from_pylist(new_rows, schema=schema))
+        added += len(new_rows)
     write_jsonl(d / "rejects.jsonl", list(rejects.values()))
     log_path = d / "sources.json"
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else []
     write_json(log_path, log + per_source)
     return {"sources": per_source, "added": added, "already": sum(s["already"] for s in per_source),
-            "rejected": sum(s["rejected"] for s in per_source), "total": table.num_rows,
+            "rejected": sum(s["rejected"] for s in per_source), "total": len(known),
             "problems": problems}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from promedical.core.files import append_jsonl
 from promedical.core.jsonl import iter_jsonl
-from promedical.models.llm import LLM, GenParams
+from promedical.models.llm import LLM, GenParams, batch_size_for
 
 PROMPT_VERSION = "2026-12-v1"
 
@@ -150,6 +150,7 @@ def label(items: list[tuple[str, str]], llm: LLM, out_path: str | Path, *, kind:
     todo = [(i, t) for i, t in items if results.get(i, {}).get("status") not in ("ok", "failed")]
     schema = difficulty_schema() if kind == "difficulty" else classify_schema(taxonomy)
     params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.1, json_schema=schema)
+    chunk = batch_size_for(llm, chunk)  # a served model: enough prompts per call to keep its requests in flight
     bar = tqdm(total=len(todo), desc=kind, disable=not progress)
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]

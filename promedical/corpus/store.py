@@ -92,33 +92,51 @@ def data_dir(workspace) -> Path:
     return Workspace.of(workspace).data
 
 
-def write_table(path: str | Path, rows, schema=None, curation: str | None = None) -> Path:
-    """Atomically write rows (a list of dicts or a pyarrow Table) as a Parquet file with page checksums
-    (never over a non-regular file); ``curation`` stamps the id of the curation that wrote it."""
-    import pyarrow as pa
+@contextmanager
+def table_writer(path: str | Path, schema, curation: str | None = None):
+    """A Parquet file written batch by batch (``writer.write_table(t)``) with page checksums, to a temporary
+    name renamed into place when the block ends without an error (never over a non-regular file);
+    ``curation`` stamps the id of the curation that wrote it."""
     import pyarrow.parquet as pq
 
     path = Path(path)
     if path.exists() and not path.is_file():
         raise ValueError(f"{path}: exists and is not a regular file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(rows, pa.Table):
-        table = rows
-    else:
-        table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is not None else pa.table({})
     if curation is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), CURATION_KEY: curation.encode()})
+        schema = schema.with_metadata({**(schema.metadata or {}), CURATION_KEY: curation.encode()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp, write_page_checksum=True)
+        with pq.ParquetWriter(tmp, schema, write_page_checksum=True) as writer:
+            yield writer
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_table(path: str | Path, rows, schema=None, curation: str | None = None) -> Path:
+    """Atomically write rows (a list of dicts or a pyarrow Table) as one Parquet file (``table_writer``)."""
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        table = rows
+    else:
+        table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is not None else pa.table({})
+    with table_writer(path, table.schema, curation) as writer:
+        writer.write_table(table)
+    return Path(path)
+
+
+def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = 10_000):
+    """A Parquet file's rows as pyarrow RecordBatches of at most ``batch_size`` rows, checksums verified."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, page_checksum_verification=True) as pf:
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def open_table(path: str | Path):

@@ -130,6 +130,8 @@ class TransformersLLM(LLM):
 class VLLMLLM(LLM):
     """Offline batched generation with vLLM (GPU only; ``pip install -e .[gpu]``)."""
 
+    parallelism = 256  # the engine batches what one call hands it: callers hand it >= 4 x this (batch_size_for)
+
     def __init__(self, model_spec: str, **engine_kwargs):
         try:
             from vllm import LLM as Engine
