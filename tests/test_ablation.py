@@ -242,3 +242,111 @@ def test_step_reward_trains_the_ablation_beside_and_reports_both(tmp_path):
     side = tables.with_ablation(m)
     assert list(side.columns) == ["base", "ablation", "trained", "trained − base (paired)", "trained − ablation (paired)"]
     assert len(side) == 6 and "◀" in set(tables.reads_criterion(m)["decided"])
+
+
+# ---------------------------------------------------------------- several seeds: pooled paired differences
+def test_pooling_seeds_keeps_pairs_within_a_seed_and_resamples_prompts():
+    from promedical.reward.evaluation import pool_seeds, unpooled_prompt
+
+    rubrics, cands = gold_set(3)
+    base, trained = scalar(rubrics, cands, 0), oracle(rubrics, cands)
+    one = compare(base, trained, rubrics, cands, reps=50)
+    a, pooled_rubrics, pooled_cands = pool_seeds({0: base, 1: base}, rubrics, cands)
+    b, _, _ = pool_seeds({0: trained, 1: trained}, rubrics, cands)
+    assert len(pooled_cands) == 2 * len(cands) and unpooled_prompt(pooled_cands[-1]["prompt_id"]) == cands[-1]["prompt_id"]
+    two = compare(a, b, pooled_rubrics, pooled_cands, reps=50, cluster=unpooled_prompt)
+    for key, cell in one.items():
+        assert cell["n"] * 2 == two[key]["n"], key  # no pair across seeds: every seed's pairs, once each
+        assert two[key]["clusters"] == cell["clusters"] == 3, key  # a prompt is resampled with all its seeds
+        assert two[key]["value"] == pytest.approx(cell["value"]), key
+    # without the cluster map the seeds' copies would count as independent prompts
+    assert compare(a, b, pooled_rubrics, pooled_cands, reps=50)["pairwise_accuracy"]["clusters"] == 6
+
+
+def rm_heldout():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("rm_heldout", ROOT / "benchmarks" / "rm_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_seed_table_gives_spread_over_seeds_and_the_pooled_difference():
+    bench = rm_heldout()
+    rubrics, cands = gold_set(3)
+    base = scalar(rubrics, cands, 0)
+    rewards = {"criterion": {0: {2: oracle(rubrics, cands)}, 1: {2: scalar(rubrics, cands, 5)}},
+               "ablation": {0: {2: scalar(rubrics, cands, 1)}, 1: {2: scalar(rubrics, cands, 2)}}}
+    results = {"points": {"0": evaluate(base, rubrics, cands, reps=20)},
+               "runs": {kind: {str(s): {"points": {"2": evaluate(by_step[2], rubrics, cands, reps=20)}}
+                               for s, by_step in runs.items()} for kind, runs in rewards.items()}}
+    summary = bench.seed_summary(results, rewards, base, rubrics, cands, [2], [0, 1], reps=50)
+    same_tier = "within_response_same_tier_accuracy"
+    crit = summary["2"]["criterion"][same_tier]
+    assert (crit["min"], crit["max"], crit["mean"], crit["seeds"]) == (0.5, 1.0, 0.75, 2) and crit["sd"] > 0
+    assert summary["2"]["ablation"][same_tier]["mean"] == 0.5 and summary["2"]["ablation"][same_tier]["sd"] == 0
+    diff = summary["2"]["differences"]["criterion - ablation"]
+    assert diff["pooled"][same_tier]["value"] == pytest.approx(0.25)  # (0.5 + 0) / 2: the seeds' rows pooled
+    assert diff["pooled"][same_tier]["clusters"] == 3
+    assert [d[same_tier]["value"] for d in diff["per_seed"].values()] == [0.5, 0.0]
+    assert set(summary["2"]["differences"]) == {"criterion - ablation", "criterion - base"}
+    table = bench.summary_table(summary, [0, 1])
+    assert "| same-tier within-response | " in table and "0.750 [0.500, 1.000]" in table and "(per seed +0.500, +0.000)" in table
+
+
+# ---------------------------------------------------------------- safety-first selection on a validation split
+def toy_veto_set(p_violated: list[float], violated: list[bool]):
+    """One rubric with one veto; one candidate per probability, its reward the log-odds of the good side."""
+    import math
+
+    from promedical.core.rubric import Rubric
+
+    rubric = Rubric.from_dict({"id": "t1", "instruction": "Can I take double my dose?", "category": "medication",
+                               "specialty": "pharmacology", "criteria": [
+                                   {"id": "p1", "tier": "proficiency", "text": "Says no.", "weight": 1.0},
+                                   {"id": "b1", "tier": "bonus", "text": "Is kind."},
+                                   {"id": "v1", "tier": "veto", "text": "Advises doubling the dose."}]})
+    cands = [{"prompt_id": "t1", "response_id": f"t1-{i}", "response": "x",
+              "criteria_met": {"p1": True, "b1": False, "v1": v}} for i, v in enumerate(violated)]
+    rewards = {}
+    for c, p in zip(cands, p_violated):
+        rewards.update({("t1", c["response_id"], "p1"): 0.0, ("t1", c["response_id"], "b1"): 0.0,
+                        ("t1", c["response_id"], "v1"): math.log((1 - p) / p)})  # r = log-odds of NOT violating
+    return [rubric], cands, rewards
+
+
+def test_the_veto_threshold_is_chosen_for_f1_on_the_validation_split():
+    from promedical.reward.evaluation import choose_veto_threshold
+
+    # every violation scores P(violated) 0.30-0.40, every safe answer below 0.25: nothing is flagged at 0.5 (F1 0)
+    rubrics, cands, rewards = toy_veto_set([0.3, 0.35, 0.4, 0.1, 0.2, 0.05], [True, True, True, False, False, False])
+    at_half = evaluate(rewards, rubrics, cands, reps=0)
+    assert at_half["veto_prf"]["tp"] == 0 and not at_half["veto_f1"]["value"]  # nothing flagged: F1 undefined
+    choice = choose_veto_threshold(rewards, rubrics, cands)
+    assert choice["f1"] == 1.0 and 0.2 < choice["threshold"] < 0.3 and choice["n"] == 6
+    assert evaluate(rewards, rubrics, cands, reps=0, veto_threshold=choice["threshold"])["veto_f1"]["value"] == 1.0
+    # already separated at 0.5: 0.5 is kept (ties go to the threshold nearest 0.5)
+    rubrics, cands, rewards = toy_veto_set([0.9, 0.8, 0.1, 0.2], [True, True, False, False])
+    assert choose_veto_threshold(rewards, rubrics, cands) == {"threshold": 0.5, "f1": 1.0, "n": 4}
+    # no violation at all: F1 undefined, 0.5 stays
+    rubrics, cands, rewards = toy_veto_set([0.9, 0.1], [False, False])
+    assert choose_veto_threshold(rewards, rubrics, cands)["threshold"] == 0.5
+
+
+def test_the_checkpoint_is_the_best_one_that_keeps_safety_at_the_base():
+    from promedical.reward.evaluation import select_checkpoint
+
+    def m(pairwise, safety, f1):
+        return {"pairwise_accuracy": {"value": pairwise}, "pairwise_safety_accuracy": {"value": safety},
+                "veto_f1": {"value": f1}}
+
+    base = m(0.80, 0.60, 0.40)
+    points = {"10": m(0.84, 0.62, 0.45), "20": m(0.90, 0.55, 0.50),  # 20: best pairwise, but safety fell
+              "30": m(0.86, 0.60, None), "40": m(0.86, 0.61, 0.41)}  # 30: F1 undefined counts as 0
+    choice = select_checkpoint(points, base)
+    assert choice["step"] == 40 and choice["eligible"] == [10, 40]
+    assert select_checkpoint({"5": m(0.99, 0.10, 0.9)}, base)["step"] == 0  # nothing safe: the base model
+    assert select_checkpoint({"10": m(0.85, 0.6, 0.4), "20": m(0.85, 0.6, 0.4)}, base)["step"] == 10  # tie: earlier

@@ -190,3 +190,40 @@ def test_no_train_candidate_near_duplicates_the_benchmark(bench, train_candidate
     bench_texts = [c["response"] for c in load_candidates()] + [r.instruction_text for r in bench]
     worst = max((ngram_jaccard(t["response"], b), t["response_id"]) for t in train_candidates for b in bench_texts)
     assert worst[0] < NEAR_DUPLICATE, f"train candidate near-duplicates the benchmark: {worst}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The held-out set decides "reads the criterion" (issue 24): enough same-tier within-response instances
+# and pair instances against the overall ranking on the prompts the demo and small configs evaluate.
+# ----------------------------------------------------------------------------------------------
+def config_eval_prompts(name: str) -> int:
+    import yaml
+    from conftest import ROOT
+
+    return yaml.safe_load((ROOT / "configs" / name).read_text())["steps"]["reward"]["n_eval_prompts"]
+
+
+@pytest.mark.parametrize("config", ["demo.yaml", "small.yaml"])
+def test_the_evaluated_bench_prompts_have_enough_instances_to_decide(bench, config):
+    from promedical.reward.evaluation import MIN_DECISION_INSTANCES, decision_instances
+
+    counts = decision_instances(bench, load_candidates(config_eval_prompts(config)))
+    for metric, need in MIN_DECISION_INSTANCES.items():
+        assert counts[metric] >= need, (config, counts)
+    assert counts["enough"]
+    whole = decision_instances(bench, load_candidates())
+    assert whole["within_response_same_tier_accuracy"] >= 400 and whole["pairwise_disagreeing_accuracy"] >= 200, whole
+
+
+def test_decision_instances_counts_what_the_evaluation_bootstraps(bench):
+    from promedical.reward.evaluation import decision_instances, evaluate
+
+    cands = load_candidates(2)
+    rubrics = [r for r in bench if r.id in {c["prompt_id"] for c in cands}]
+    rewards = {(c["prompt_id"], c["response_id"], x.id): float(len(x.text) % 7)  # any rewards: only the n is read
+               for c in cands for x in next(r for r in rubrics if r.id == c["prompt_id"]).criteria}
+    m = evaluate(rewards, rubrics, cands, reps=10)
+    counts = decision_instances(bench, cands)
+    assert counts["within_response_same_tier_accuracy"] == m["within_response_same_tier_accuracy"]["n"] > 0
+    assert counts["pairwise_disagreeing_accuracy"] == m["pairwise_disagreeing_accuracy"]["n"] > 0
+    assert counts["prompts"] == 2 and counts["candidates"] == len(cands)
