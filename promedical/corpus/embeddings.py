@@ -19,9 +19,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used: the config (and so the CLI) imports this module
+    import numpy as np
+
 
 EMBEDDERS = ("auto", "minilm", "static")
 MINILM_MAX_ROWS = 20_000  # auto: above this many rows to embed, the static model (MiniLM would take > 10 min here)
@@ -50,6 +52,8 @@ def minilm_embed(texts: Sequence[str], batch_size: int = 64, max_length: int = 2
     from transformers import AutoModel, AutoTokenizer
 
     from promedical.core.audit import embedding_model_dir
+
+    import numpy as np
 
     path = embedding_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # fp32 on both: the 0.9 threshold is calibrated there
@@ -113,6 +117,8 @@ def static_model():
 
 def static_embed(texts: Sequence[str], batch_size: int = 4096) -> np.ndarray:
     """Unit-norm static-model embeddings, float32 (STATIC_DIMS numbers a row)."""
+    import numpy as np
+
     if not len(texts):
         return np.zeros((0, STATIC_DIMS), dtype=np.float32)
     out = static_model().encode(list(texts), batch_size=batch_size, show_progress_bar=False).astype(np.float32)
