@@ -48,12 +48,11 @@ def embedder_for(n_rows: int, choice: str = "auto") -> str:
 def minilm_embed(texts: Sequence[str], batch_size: int = 64, max_length: int = 256) -> np.ndarray:
     """Unit-norm all-MiniLM-L6-v2 embeddings (mean pooling, as the audit computes them), float32.
     Texts are batched by length so little compute goes to padding; the output keeps the input order."""
+    import numpy as np
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from promedical.core.audit import embedding_model_dir
-
-    import numpy as np
 
     path = embedding_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # fp32 on both: the 0.9 threshold is calibrated there
