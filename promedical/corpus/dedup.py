@@ -36,6 +36,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(normalize(text).encode()).hexdigest()
 
 
+def _digest(text: str) -> bytes:
+    """12 bytes of ``text_hash``: what the exact stages keep a row."""
+    return hashlib.sha1(normalize(text).encode()).digest()[:12]
+
+
 def shingles(text: str, n: int = 3) -> np.ndarray:
     """Sorted unique 32-bit hashes (crc32) of the word n-grams; words are runs of letters and digits,
     lower-cased (``promedical.core.text.word_ngrams``' words)."""
@@ -77,7 +82,7 @@ def exact_duplicates(texts: Iterable[str]) -> dict[int, tuple[int, float]]:
     i = 0
     for batch in _batched(texts):
         for t in batch:
-            h = hashlib.sha1(normalize(t).encode()).digest()[:12]
+            h = _digest(t)
             j = first.setdefault(h, i)
             if j != i:
                 out[i] = (j, 1.0)
@@ -339,14 +344,14 @@ def cross_matches(queries: Iterable[str], corpus: Iterable[str], *, threshold: f
     n_corpus = 0
     for batch in _batched(corpus):
         for j, t in enumerate(batch):
-            by_hash.setdefault(hashlib.sha1(normalize(t).encode()).digest()[:12], n_corpus + j)
+            by_hash.setdefault(_digest(t), n_corpus + j)
         index.add(batch, range(n_corpus, n_corpus + len(batch)))
         n_corpus += len(batch)
     exact: dict[int, int] = {}
     n_queries = 0
     for batch in _batched(queries):
         for a, t in enumerate(batch):
-            j = by_hash.get(hashlib.sha1(normalize(t).encode()).digest()[:12])
+            j = by_hash.get(_digest(t))
             if j is not None:
                 exact[n_queries + a] = j
         index.add(batch, range(-1 - n_queries, -1 - n_queries - len(batch), -1))  # queries: negative rows

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the config (and so the CLI) imports this module
     import numpy as np
@@ -131,9 +131,3 @@ def embed(texts: Sequence[str], embedder: str, batch_size: int = 64) -> np.ndarr
     if embedder == "static":
         return static_embed(texts)
     raise ValueError(f"embedder must be minilm or static here, got {embedder!r}")
-
-
-def embed_batches(batches: Iterable[Sequence[str]], embedder: str, batch_size: int = 64) -> Iterator[np.ndarray]:
-    """Embeddings of a stream of text batches, one array per batch (the stream is never held whole)."""
-    for texts in batches:
-        yield embed(texts, embedder, batch_size)
