@@ -3,7 +3,10 @@
 # Reward-model criteria/s packed vs one sequence per criterion, Unsloth vs PEFT training, and a GRPO step
 # split, on randomly initialised Qwen3 models of the 0.6B and 8B architecture (no weights can be
 # downloaded on the device machine), with peak CUDA memory. Results go to $OUT (or ./gpu-results).
-#   bash benchmarks/gpu.sh [0.6b|8b|all]
+#   bash benchmarks/gpu.sh [0.6b|8b|all|ablation]
+# `ablation` (needs real weights: RM_MODEL=/path/to/Qwen3-0.6B or a hub id where the hub can be reached) is the
+# run that settles issue 24 past the 135M backbone: the criterion model vs its no-criteria ablation, 3 seeds,
+# the safety-first selection on 8 validation prompts, 15 held-out benchmark prompts (benchmarks/rm_heldout.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-results}"
@@ -48,3 +51,11 @@ for name in 0.6b 8b; do
   timeout 900 python benchmarks/grpo_step.py --model "$m" --steps 2 --group-size 8 --length 256 2>&1 \
     | tee "$OUT/grpo_step_$name.txt" | grep -E "seconds/step|reward share" | tee -a "$OUT/summary.txt"
 done
+
+if [ "$WHICH" = ablation ]; then
+  : "${RM_MODEL:?give RM_MODEL=/path/to/Qwen3-0.6B (real weights: a random model settles nothing)}"
+  echo "== $RM_MODEL: criterion model vs the no-criteria ablation, 3 seeds" | tee -a "$OUT/summary.txt"
+  timeout 3600 python benchmarks/rm_heldout.py --model "$RM_MODEL" --train-source train --eval-prompts 15 \
+    --lora-layers 8 --lr 5e-4 --bce-balance tier --eval-at 30,60 --seeds 0,1,2 --with-ablation --val-prompts 8 \
+    --json "$OUT/rm_ablation.json" 2>&1 | tee "$OUT/rm_ablation.txt" | grep -E "^\||^step|selection" | tee -a "$OUT/summary.txt"
+fi

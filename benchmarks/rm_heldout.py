@@ -49,12 +49,10 @@ from promedical.core.files import read_jsonl
 from promedical.core.provenance import DATA_DIR
 from promedical.reward.config import BCE_BALANCES, CRITERIA_INPUTS, QUESTION_KINDS, RMConfig
 from promedical.reward.evaluation import (
-    choose_veto_threshold,
     compare,
     decision_instances,
     evaluate,
     pool_seeds,
-    reward_model_scores,
     score_with_substitutes,
     select_checkpoint,
     shuffled_criteria,
@@ -62,6 +60,7 @@ from promedical.reward.evaluation import (
 )
 from promedical.reward.pairs import build_datasets
 from promedical.reward.scorer import CriteriaRewardModel
+from promedical.reward.selection import validation_metrics
 from promedical.reward.trainer import train_reward_model
 
 
@@ -103,6 +102,9 @@ def main() -> None:
     ap.add_argument("--bce-weight", type=float, default=1.0)
     ap.add_argument("--contrast-weight", type=float, default=1.0)
     ap.add_argument("--disagree-weight", type=float, default=3.0)
+    ap.add_argument("--veto-weight", type=float, default=1.0, help="weight of the veto tier's labels and pairs")
+    ap.add_argument("--lr-scheduler", default="constant", help="transformers scheduler: constant, linear, cosine, ...")
+    ap.add_argument("--warmup-ratio", type=float, default=0.0)
     ap.add_argument("--bce-balance", choices=BCE_BALANCES, default="tier",
                     help="tier: per tier, both label sides weigh the same in the pointwise BCE")
     ap.add_argument("--max-length", type=int, default=1024)
@@ -140,6 +142,7 @@ def main() -> None:
         config = RMConfig(model=args.model, question=args.question, criteria=args.criteria, lr=args.lr, batch_size=args.batch_size,
                           bt_weight=args.bt_weight, bce_weight=args.bce_weight, contrast_weight=args.contrast_weight,
                           disagree_weight=args.disagree_weight, bce_balance=args.bce_balance,
+                          veto_weight=args.veto_weight, lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio,
                           max_length=args.max_length, seed=args.seed, lora_layers=args.lora_layers,
                           max_steps=eval_at[-1], save_every=10_000, report_to="none")
     except ValueError as exc:
@@ -204,12 +207,7 @@ def main() -> None:
 
     def validate(rm) -> dict:
         """Validation metrics (own criteria only) and the veto threshold chosen on them."""
-        own = reward_model_scores(rm.score_batch, val_rubrics, val_cands, progress=False)
-        choice = choose_veto_threshold(own, val_rubrics, val_cands)
-        m = evaluate(own, val_rubrics, val_cands, reps=args.reps, seed=args.seed, veto_threshold=choice["threshold"])
-        return {**{k: m[k] for k in ("pairwise_accuracy", "pairwise_safety_accuracy", "veto_f1", "veto_prf",
-                                     "within_response_same_tier_accuracy", "pairwise_disagreeing_accuracy", "ece")},
-                "veto_threshold": choice, "veto_f1_at_0.5": evaluate(own, val_rubrics, val_cands, reps=0)["veto_f1"]}
+        return validation_metrics(rm.score_batch, val_rubrics, val_cands)
 
     def select(points: dict, rewards_at: dict, base_rewards, label: str = "") -> dict:
         """Safety-first: the checkpoint and veto threshold chosen on the validation split, and what they read on

@@ -27,7 +27,8 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert (ws / "reward" / "dataset" / "card.json").is_file()
     assert (ws / "reward" / "adapter" / "adapter_model.safetensors").is_file()
     rm = summary["reward_model"]
-    assert rm["train_steps"] == 12 and rm["judge_coverage"] is not None and rm["pairs"] > 0
+    assert rm["train_steps"] == 30 and rm["judge_coverage"] is not None and rm["pairs"] > 0
+    assert rm["selected_step"] in (0, 10, 20, 30) and 0 < rm["veto_threshold"] < 1  # the safety-first selection
     assert 0 <= rm["base_pairwise_accuracy"] <= 1 and 0 <= rm["trained_pairwise_accuracy"] <= 1
     lo, hi = rm["trained_minus_base_pairwise_accuracy"]["ci"]
     assert lo <= rm["trained_minus_base_pairwise_accuracy"]["value"] <= hi

@@ -490,6 +490,25 @@ def test_balanced_label_weights_give_both_sides_of_a_tier_the_same_weight():
         RMConfig(model="tiny-qwen3", bce_balance="balanced-ish")
 
 
+def test_veto_weight_multiplies_the_veto_tiers_labels_and_pairs_only():
+    from promedical.reward.training_data import training_groups
+
+    rows = imbalanced_rows()
+    pairs = [{"prompt_id": "q1", "messages": MSGS, "chosen_id": "r1", "rejected_id": "r0", "chosen": FREE[0],
+              "rejected": VIOLATING, "tier": "veto", "criterion": VETO[1], "agrees_with_pair": True},
+             {"prompt_id": "q1", "messages": MSGS, "chosen_id": "r1", "rejected_id": "r0", "chosen": FREE[0],
+              "rejected": VIOLATING, "tier": "proficiency", "criterion": CRITERIA[0][1], "agrees_with_pair": False}]
+    rows = [r for r in rows if not (r["tier"] == "proficiency" and r["response_id"] in ("r0", "r1"))]
+    (plain,) = training_groups(pairs, rows, disagree_weight=2.0, balance="tier")
+    (heavy,) = training_groups(pairs, rows, disagree_weight=2.0, balance="tier", veto_weight=3.0)
+    for a, b in zip(plain.responses, heavy.responses):
+        for i, (tier, _) in enumerate(a.criteria):
+            assert b.label_weight(i) == pytest.approx(a.label_weight(i) * (3.0 if tier == "veto" else 1.0))
+    assert [p[-1] for p in plain.pairs] == [1.0, 2.0] and [p[-1] for p in heavy.pairs] == [3.0, 2.0]
+    with pytest.raises(ValueError, match="veto_weight: must not be negative"):
+        RMConfig(model="tiny-qwen3", veto_weight=-1.0)
+
+
 @pytest.mark.model
 def test_balanced_bce_is_the_weighted_sum_of_the_label_losses():
     from promedical.reward.training_data import training_groups

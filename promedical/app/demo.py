@@ -128,6 +128,9 @@ def reward_summary(metrics: dict) -> dict:
         "trained_reads_criterion": verdict.get("reads_criterion"),
         "reads_criterion_decided_by": decided and {k: decided[k] for k in ("metric", "against", "difference", "ci", "n")},
         "shuffled_criterion_check": metrics["trained"].get("criterion_sensitivity", {}).get("reads_criterion"),
+        # val_prompts > 0: the step the safety-first selection kept (0: the base model) and its veto threshold
+        "selected_step": (metrics["train"].get("selection") or {}).get("step"),
+        "veto_threshold": metrics["trained"].get("veto_threshold"),
     }
 
 

@@ -59,6 +59,8 @@ class RMConfig(ConfigMixin):
     bce_weight: float = option("weight of the pointwise BCE on the yes/no log-odds", 1.0)
     contrast_weight: float = option("weight of within-response contrasts (a criterion met above one missed)", 1.0)
     disagree_weight: float = option("weight of pair instances whose order disagrees with the overall ranking", 3.0)
+    veto_weight: float = option("multiplies the weight of every safety-veto label (BCE) and veto pair instance (BT): "
+                                "the veto tier's share of the loss", 1.0)
     bce_balance: str = option("tier: within a tier, both label sides weigh the same in the pointwise BCE (rare "
                               "veto violations are not drowned); none: every label weighs 1", "tier")
     max_steps: int | None = option("optimizer steps (null: epochs over the data)", None)
@@ -133,6 +135,13 @@ class RewardStepConfig(ConfigMixin):
     ablation: bool = option("also train the paper's ablation without explicit criteria (rm.criteria=none: the same "
                             "backbone, data and budget, instruction + response only) and evaluate both side by side",
                             False)
+    val_prompts: int = option(
+        "safety-first selection (0: off — the last step, veto threshold 0.5): hold this many training prompts (seeded) "
+        "out as a validation split, never trained on; on it the veto threshold is chosen (best veto F1) and the "
+        "checkpoint: among the select_at steps whose pairwise safety and veto F1 stay at least the base model's, the "
+        "best pairwise accuracy — none: the base model itself. The ablation is selected the same way", 0)
+    select_at: list[int] | None = option("with val_prompts: the training steps read on the validation split (null: "
+                                         "every rm.save_every steps and the last)", None)
     seed: int = option("seed", 0)
     train: bool = option("false: stop after the dataset (full scale trains with `promedical launch rm-train`)", True)
     progress: bool = option("progress bars", True)
@@ -144,6 +153,11 @@ class RewardStepConfig(ConfigMixin):
         if (self.labels == "imported") != (self.labels_file is not None):
             yield "labels_file: give it exactly when labels=imported"
         yield from at_least_one(self, "n_instructions", "max_new_tokens", "n_eval_prompts")
+        if self.select_at is not None:
+            if not self.val_prompts:
+                yield "select_at: give val_prompts too (the steps are read on the validation split)"
+            if not self.select_at or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.select_at):
+                yield f"select_at: must be a non-empty list of positive steps, got {self.select_at!r}"
         if not self.temperatures and not self.candidate_sources and self.labels != "gold":
             yield "temperatures: give at least one (or candidate_sources)"
         if self.candidate_sources is not None:

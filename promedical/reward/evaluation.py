@@ -114,13 +114,19 @@ def _pair_rows(rewards: Rewards, pairs_ds, missing_ok: bool = False) -> list[dic
     return rows
 
 
+def labelled(candidate: dict, criteria: Sequence[Criterion]) -> list[Criterion]:
+    """The criteria a candidate has a known label for (a missing or null ``criteria_met`` entry is unknown:
+    left out of every metric, never read as "not met")."""
+    return [c for c in criteria if candidate["criteria_met"].get(c.id) is not None]
+
+
 def within_response_rows(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[dict]) -> list[dict]:
     """For each response, every (criterion it satisfies, criterion it does not) pair: correct when the
     first scores higher (ties count half)."""
     by_id = {r.id: r for r in rubrics}
     rows = []
     for cand in candidates:
-        crits = by_id[cand["prompt_id"]].criteria
+        crits = labelled(cand, by_id[cand["prompt_id"]].criteria)
         good = [c for c in crits if is_good(c.tier, cand["criteria_met"][c.id])]
         bad = [c for c in crits if not is_good(c.tier, cand["criteria_met"][c.id])]
         for g in good:
@@ -141,7 +147,7 @@ def evaluate(rewards: Rewards, rubrics: Sequence[Rubric], candidates: Sequence[d
     by_id = {r.id: r for r in rubrics}
     point = []
     for cand in candidates:
-        for c in by_id[cand["prompt_id"]].criteria:
+        for c in labelled(cand, by_id[cand["prompt_id"]].criteria):
             r = rewards[(cand["prompt_id"], cand["response_id"], c.id)]
             point.append({"prompt": cand["prompt_id"], "tier": c.tier, "p": met_probability(c.tier, r),
                           "gold": bool(cand["criteria_met"][c.id])})
@@ -219,11 +225,11 @@ def compare(base: Rewards, trained: Rewards, rubrics: Sequence[Rubric], candidat
     point = [{"prompt": c["prompt_id"], "gold": bool(c["criteria_met"][x.id]),
               **{name: met_probability(x.tier, rewards[(c["prompt_id"], c["response_id"], x.id)])
                  for name, rewards in (("base", base), ("trained", trained))}}
-             for c in candidates for x in by_id[c["prompt_id"]].criteria]
+             for c in candidates for x in labelled(c, by_id[c["prompt_id"]].criteria)]
     vetoes = [{"prompt": c["prompt_id"], "gold": bool(c["criteria_met"][v.id]),
                "base": met_probability("veto", base[(c["prompt_id"], c["response_id"], v.id)]) > veto_thresholds[0],
                "trained": met_probability("veto", trained[(c["prompt_id"], c["response_id"], v.id)]) > veto_thresholds[1]}
-              for c in candidates for v in by_id[c["prompt_id"]].tier("veto")]
+              for c in candidates for v in labelled(c, by_id[c["prompt_id"]].tier("veto"))]
 
     def f1(rows, key):
         return prf([r[key] for r in rows], [r["gold"] for r in rows])["f1"] or 0.0
@@ -275,7 +281,7 @@ def choose_veto_threshold(rewards: Rewards, rubrics: Sequence[Rubric], candidate
     nearest 0.5. {"threshold", "f1" (None with no veto or no violation), "n": veto grades}."""
     by_id = {r.id: r for r in rubrics}
     rows = [(met_probability("veto", rewards[(c["prompt_id"], c["response_id"], v.id)]), bool(c["criteria_met"][v.id]))
-            for c in candidates for v in by_id[c["prompt_id"]].tier("veto")]
+            for c in candidates for v in labelled(c, by_id[c["prompt_id"]].tier("veto"))]
     ps = sorted({p for p, _ in rows})
     options = sorted({0.5, *((a + b) / 2 for a, b in zip(ps, ps[1:]))})
     if ps:  # flag everything / nothing

@@ -128,7 +128,7 @@ def pointwise_rows(rubric: Rubric, candidates_with_grades: Iterable[Mapping],
             if met is None:
                 continue
             rows.append({"prompt_id": rubric.id, "response_id": cand["response_id"], "criterion_id": c.id,
-                         "tier": c.tier, "criterion": c.text, "instruction": rubric.instruction_text,
+                         "tier": c.tier, "criterion": c.text, "weight": c.weight, "instruction": rubric.instruction_text,
                          "messages": rubric.messages, "response": cand["response"], "label": bool(met),
                          "source": (sources or {}).get((cand["response_id"], c.id), "given")})
     return rows
@@ -148,7 +148,7 @@ def _features(kind: str):
         base["agrees_with_pair"] = Value("bool")
     else:
         base.update({"response_id": Value("string"), "response": Value("string"), "label": Value("bool"),
-                     "source": Value("string")})
+                     "source": Value("string"), "weight": Value("float64")})  # weight: S1's (null in other tiers)
     return Features(base)
 
 

@@ -208,42 +208,58 @@ def build_preference_dataset(workspace, config: RewardStepConfig, rubrics, candi
 def train_adapter(workspace, config: RewardStepConfig, dataset) -> dict:
     """The reward model's LoRA adapter trained on the dataset (BT + pointwise BCE + contrasts, the
     ``rm`` settings) -> reward/adapter, reward/train_log.json (per-step losses), TensorBoard logs under
-    reward/runs; returns the training stats. A fresh start: the checkpoints of another run are not resumed."""
-    from promedical.reward.scorer import CriteriaRewardModel
-    from promedical.reward.trainer import train_reward_model
-
+    reward/runs; returns the training stats. A fresh start: the checkpoints of another run are not resumed.
+    With ``val_prompts``, the safety-first selection (``promedical/reward/selection.py``) chooses the saved
+    weights and the veto threshold on a validation split of the training prompts (stats["selection"])."""
     ws = Workspace.of(workspace)
-    rm_config = config.reward_model()
-    phase = Phase(ws, "reward.train", inputs=dataset, config=rm_config)
-    if phase.reusable():
-        return json.loads(ws.reward_train_log.read_text(encoding="utf-8"))["stats"]
-    rm = CriteriaRewardModel.load(rm_config)
-    stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), ws.reward, resume=False,
-                               progress=config.progress)
-    phase.done(ws.reward_adapter, ws.reward_train_log)
-    return stats
+    return _train(ws, config, dataset, config.reward_model(), "reward.train", ws.reward, ws.reward_adapter,
+                  ws.reward_train_log)
 
 
 def train_ablation(workspace, config: RewardStepConfig, dataset) -> dict | None:
     """With ``ablation``: the paper's ablation without explicit criteria (``rm`` with criteria="none": the
-    same backbone, data, seed and steps; instruction + response only, Bradley-Terry on the overall pairs and
-    the BCE on the overall label) -> reward/ablation/adapter, its train_log.json and runs/; its training
-    stats (None without ``ablation``)."""
+    same backbone, data, seed, steps and selection; instruction + response only, Bradley-Terry on the overall
+    pairs and the BCE on the overall label) -> reward/ablation/adapter, its train_log.json and runs/; its
+    training stats (None without ``ablation``)."""
     if not config.ablation:
         return None
+    ws = Workspace.of(workspace)
+    return _train(ws, config, dataset, replace(config.reward_model(), criteria="none"), "reward.ablation",
+                  ws.reward_ablation, ws.reward_ablation_adapter, ws.reward_ablation_train_log)
+
+
+def _train(ws: Workspace, config: RewardStepConfig, dataset, rm_config: RMConfig, name: str, out_dir, adapter,
+           train_log) -> dict:
+    """Train one reward model (a phase: reused when the dataset and settings are unchanged)."""
     from promedical.reward.scorer import CriteriaRewardModel
     from promedical.reward.trainer import train_reward_model
 
-    ws = Workspace.of(workspace)
-    rm_config = replace(config.reward_model(), criteria="none")
-    phase = Phase(ws, "reward.ablation", inputs=dataset, config=rm_config)
+    phase = Phase(ws, name, inputs=dataset, config=(rm_config, _settings(config, "val_prompts", "select_at")))
     if phase.reusable():
-        return json.loads(ws.reward_ablation_train_log.read_text(encoding="utf-8"))["stats"]
+        return json.loads(train_log.read_text(encoding="utf-8"))["stats"]
     rm = CriteriaRewardModel.load(rm_config)
-    stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), ws.reward_ablation,
-                               resume=False, progress=config.progress)
-    phase.done(ws.reward_ablation_adapter, ws.reward_ablation_train_log)
+    callbacks, selection = [], None
+    if config.val_prompts:
+        from promedical.reward.selection import SafetyFirstSelection, split_validation
+
+        dataset, rubrics, candidates = split_validation(dataset, config.val_prompts, seed=rm_config.seed)
+        steps = config.select_at or selection_steps(rm_config, len(set(dataset["pointwise"]["prompt_id"])))
+        selection = SafetyFirstSelection(rm, rubrics, candidates, steps)
+        callbacks.append(selection)
+    stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), out_dir, resume=False,
+                               progress=config.progress, callbacks=callbacks)
+    if selection is not None:  # (the chosen weights were put back before the adapter was saved)
+        stats["selection"] = selection.choice
+        log = json.loads(train_log.read_text(encoding="utf-8"))
+        write_json(train_log, {**log, "stats": stats})
+    phase.done(adapter, train_log)
     return stats
+
+
+def selection_steps(rm: RMConfig, prompts: int) -> list[int]:
+    """The steps the safety-first selection reads by default: every ``save_every`` steps and the last."""
+    total = rm.max_steps or -(-prompts // rm.batch_size) * rm.epochs
+    return sorted({*range(rm.save_every, total + 1, rm.save_every), total})
 
 
 def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
@@ -270,26 +286,34 @@ def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
                                     f"{'train_adapter' if name == 'trained' else 'train_ablation'} first")
     configs = {name: RMConfig(**json.loads((a / "rm_config.json").read_text(encoding="utf-8")))
                for name, a in adapters.items()}
+    # the veto thresholds the safety-first selection chose on the validation split (0.5 without it)
+    selections = {name: json.loads((a.parent / "train_log.json").read_text(encoding="utf-8"))["stats"].get("selection")
+                  if (a.parent / "train_log.json").is_file() else None for name, a in adapters.items()}
+    thresholds = {name: sel["veto_threshold"] if sel else 0.5 for name, sel in selections.items()}
+    thresholds["base"] = selections["trained"]["base_veto_threshold"] if selections["trained"] else 0.5
     bench, gold, eval_set = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)
     weights = {name: sorted(p for p in a.iterdir() if p.suffix in (".safetensors", ".bin")) for name, a in adapters.items()}
-    phase = Phase(ws, "reward.evaluation", inputs=(bench, gold, weights, configs),
+    phase = Phase(ws, "reward.evaluation", inputs=(bench, gold, weights, configs, thresholds),
                   config=_settings(config, "seed", "ablation"))
     if phase.reusable():
         return json.loads(ws.reward_evaluation.read_text(encoding="utf-8"))
     gold_prompts = {g["prompt_id"] for g in gold}
     swap = shuffled_criteria([r for r in bench if r.id in gold_prompts], seed=config.seed)
 
-    def measure(rm):  # own and shuffled criteria from the same scoring passes
+    def measure(rm, name):  # own and shuffled criteria from the same scoring passes
         own, shuffled = score_with_substitutes(rm.score_batch, bench, gold, swap, progress=config.progress)
-        return own, evaluate(own, bench, gold, shuffled=shuffled)
+        return own, evaluate(own, bench, gold, shuffled=shuffled, veto_threshold=thresholds[name])
 
     rewards, evaluation = {}, {}
-    rewards["base"], evaluation["base"] = measure(CriteriaRewardModel.load(configs["trained"]))
+    rewards["base"], evaluation["base"] = measure(CriteriaRewardModel.load(configs["trained"]), "base")
     for name, adapter in adapters.items():
-        rewards[name], evaluation[name] = measure(CriteriaRewardModel.load(configs[name], adapter=adapter))
+        rewards[name], evaluation[name] = measure(CriteriaRewardModel.load(configs[name], adapter=adapter), name)
     opponents = ["base", *(["ablation"] if config.ablation else [])]
     for opponent in opponents:
-        evaluation[f"trained_vs_{opponent}"] = compare(rewards[opponent], rewards["trained"], bench, gold)
+        evaluation[f"trained_vs_{opponent}"] = compare(rewards[opponent], rewards["trained"], bench, gold,
+                                                       veto_thresholds=(thresholds[opponent], thresholds["trained"]))
+    evaluation["selection"] = {name: {k: sel[k] for k in ("step", "eligible", "why", "veto_threshold")} if sel else None
+                               for name, sel in selections.items()}
     evaluation["reads_criterion"] = criterion_verdict({o: evaluation[f"trained_vs_{o}"] for o in opponents},
                                                       evaluation["trained"].get("criterion_sensitivity"))
     evaluation["eval_set"] = eval_set

@@ -64,6 +64,25 @@ def with_ablation(metrics: dict):
     return pd.DataFrame(rows).set_index("metric")
 
 
+def selection(stats: dict):
+    """The safety-first selection (``val_prompts``) step by step on the validation split: each read step's
+    pairwise accuracy, pairwise safety and veto F1 at its chosen veto threshold, whether it kept both safety
+    metrics at the base's (step 0), and ◀ at the step whose weights were saved."""
+    import pandas as pd
+
+    sel = stats.get("selection") if stats else None
+    if not sel:
+        return "val_prompts=0: no selection (the last step, veto threshold 0.5)"
+    rows = []
+    for step, m in sorted(sel["validation"].items(), key=lambda kv: int(kv[0])):
+        rows.append({"step": int(step), "pairwise accuracy": with_ci(m["pairwise_accuracy"]),
+                     "pairwise safety": with_ci(m["pairwise_safety_accuracy"]), "veto F1": with_ci(m["veto_f1"]),
+                     "veto threshold": round(m["veto_threshold"]["threshold"], 3),
+                     "safety ≥ base": "base" if step == "0" else ("yes" if int(step) in sel["eligible"] else "no"),
+                     "chosen": "◀" if int(step) == sel["step"] else ""})
+    return pd.DataFrame(rows).set_index("step")
+
+
 def reads_criterion(metrics: dict):
     """The verdict "reads the criterion" and its tests: the criterion model against each opponent on the
     tests a scalar score fails (paired CI above zero to pass), the one that decided it, and the

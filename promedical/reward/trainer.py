@@ -208,7 +208,7 @@ def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: li
     )
 
     cfg, out_dir = rm.config, Path(out_dir)
-    groups = training_groups(pairs, pointwise, cfg.disagree_weight, balance=cfg.bce_balance)
+    groups = training_groups(pairs, pointwise, cfg.disagree_weight, balance=cfg.bce_balance, veto_weight=cfg.veto_weight)
     if cfg.criteria == "none":  # the ablation: overall pairs and labels, one score per response
         groups = overall_groups(groups)
     world = int(os.environ.get("WORLD_SIZE", "1"))

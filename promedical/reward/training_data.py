@@ -67,9 +67,10 @@ class TrainingGroup:
 
 
 def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_weight: float = 1.0, *,
-                    balance: str = "none") -> list[TrainingGroup]:
+                    balance: str = "none", veto_weight: float = 1.0) -> list[TrainingGroup]:
     """Group criterion-expanded pairs and pointwise rows (``pairs.build_datasets``) by prompt and response.
-    ``balance``: the BCE label weights (``label_weights``).
+    ``balance``: the BCE label weights (``label_weights``); ``veto_weight`` multiplies the weight of every
+    safety-veto label and veto pair instance (the veto tier's share of the loss).
 
     A pointwise row's ``label`` is "criterion met" (for a veto: violated), turned into the good side by
     ``scoring.is_good``; a pair's chosen response is on the good side of its criterion. Rows without
@@ -99,7 +100,8 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
         key = label(chosen, row, True)
         label(rejected, row, False)
         agrees = row.get("agrees_with_pair", True)
-        g["pairs"].append((id(chosen), id(rejected), key, 1.0 if agrees else float(disagree_weight)))
+        weight = (1.0 if agrees else float(disagree_weight)) * (veto_weight if key[0] == "veto" else 1.0)
+        g["pairs"].append((id(chosen), id(rejected), key, weight))
         g["overall"].setdefault((id(chosen), id(rejected)) if agrees else (id(rejected), id(chosen)))
     groups = []
     for g in prompts.values():
@@ -113,11 +115,12 @@ def training_groups(pairs: Sequence[dict], pointwise: Sequence[dict], disagree_w
         contrasts = [(i, ci, cj) for i, r in enumerate(resps) for ci, gi in enumerate(r.good) if gi
                      for cj, gj in enumerate(r.good) if gj is False]
         groups.append(TrainingGroup(resps, pair_idx, contrasts, [(index[a], index[b]) for a, b in g["overall"]]))
-    if balance != "none":
+    if balance != "none" or veto_weight != 1.0:
         weights = label_weights(groups, balance)
         for g in groups:
             for r in g.responses:
-                r.weights = [weights.get((t, good), 1.0) for (t, _), good in zip(r.criteria, r.good)]
+                r.weights = [weights.get((t, good), 1.0) * (veto_weight if t == "veto" else 1.0)
+                             for (t, _), good in zip(r.criteria, r.good)]
     return groups
 
 
