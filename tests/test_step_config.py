@@ -109,6 +109,16 @@ def test_notebook_parameters_are_the_step_config_with_its_defaults(name):
     assert f"{cls.__name__}.from_namespace(globals())" in source  # the notebook builds the config, not its own dict
 
 
+@pytest.mark.parametrize("name", [name for name, step in STEPS.items() if step.notebook])
+def test_papermill_reads_every_parameter_of_the_parameters_cell(name):
+    """papermill's own parser must read each line of the cell (a comment holding '=' or an apostrophe made it
+    skip the line, with a warning that a scale's value was an unknown parameter)."""
+    import papermill
+
+    path = notebook_path(STEPS[name].notebook)
+    assert set(papermill.inspect_notebook(str(path))) == set(notebook_parameters(path))
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_notebook_step_of_every_scale_builds_its_config(scale):
     profile = load_scale(scale)
