@@ -312,8 +312,9 @@ def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
     for opponent in opponents:
         evaluation[f"trained_vs_{opponent}"] = compare(rewards[opponent], rewards["trained"], bench, gold,
                                                        veto_thresholds=(thresholds[opponent], thresholds["trained"]))
-    evaluation["selection"] = {name: {k: sel[k] for k in ("step", "eligible", "why", "veto_threshold")} if sel else None
-                               for name, sel in selections.items()}
+    if any(selections.values()):  # val_prompts > 0: what the safety-first selection kept
+        evaluation["selection"] = {name: {k: sel[k] for k in ("step", "eligible", "why", "veto_threshold")}
+                                   for name, sel in selections.items()}
     evaluation["reads_criterion"] = criterion_verdict({o: evaluation[f"trained_vs_{o}"] for o in opponents},
                                                       evaluation["trained"].get("criterion_sensitivity"))
     evaluation["eval_set"] = eval_set
