@@ -107,6 +107,24 @@ def test_the_chosen_steps_weights_are_the_ones_put_back():
 
 
 @pytest.mark.model
+def test_without_steps_the_selection_reads_every_save_and_the_last_step(tmp_path):
+    from transformers import TrainerState, TrainingArguments
+
+    from promedical.reward.config import RMConfig
+    from promedical.reward.scorer import CriteriaRewardModel
+    from promedical.reward.selection import SafetyFirstSelection
+
+    rubrics, cands = train_set(1)
+    rm = CriteriaRewardModel.load(RMConfig(model="tiny-qwen3", lora_layers=1, report_to="none"))
+    selection = SafetyFirstSelection(rm, *labelled_set(build_datasets(rubrics, cands)[0]["pointwise"]))
+    args = TrainingArguments(output_dir=str(tmp_path), save_steps=2, report_to="none", use_cpu=True)
+    selection.on_train_begin(args, None, None)
+    for step in range(1, 6):
+        selection.on_step_end(args, TrainerState(global_step=step, max_steps=5), None)
+    assert sorted(selection.points, key=int) == ["0", "2", "4", "5"]
+
+
+@pytest.mark.model
 def test_step_reward_selects_on_the_validation_split_and_evaluates_at_its_thresholds(tmp_path):
     from promedical.reward.config import RMConfig
     from promedical.reward.scorer import CriteriaRewardModel

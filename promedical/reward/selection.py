@@ -76,12 +76,13 @@ def validation_metrics(scorer, rubrics: Sequence[Rubric], candidates: Sequence[d
 
 
 class SafetyFirstSelection(TrainerCallback):
-    """Reads the validation split before training (step 0, the base model) and at ``steps``; keeps the LoRA
-    weights of the step ``select_checkpoint`` prefers so far; ``choose()`` puts them back into the model."""
+    """Reads the validation split before training (step 0, the base model) and at ``steps`` (None: every
+    ``save_every`` steps of the training run and its last step); keeps the LoRA weights of the step
+    ``select_checkpoint`` prefers so far; when training ends, ``choose()`` puts them back into the model."""
 
-    def __init__(self, rm, rubrics: Sequence[Rubric], candidates: Sequence[dict], steps: Sequence[int]):
+    def __init__(self, rm, rubrics: Sequence[Rubric], candidates: Sequence[dict], steps: Sequence[int] | None = None):
         self.rm, self.rubrics, self.candidates = rm, list(rubrics), list(candidates)
-        self.steps = sorted(set(steps))
+        self.steps = None if steps is None else set(steps)
         self.points: dict[str, dict] = {}
         self.kept: tuple[int, dict] | None = None  # (step, trainable weights)
         self.choice: dict | None = None  # set when training ends
@@ -104,8 +105,9 @@ class SafetyFirstSelection(TrainerCallback):
             self._read(0)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in self.steps:
-            self._read(state.global_step)
+        step = state.global_step
+        if (step in self.steps) if self.steps is not None else (step % args.save_steps == 0 or step == state.max_steps):
+            self._read(step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.choice = self.choose()  # before the trainer's caller saves the adapter
@@ -118,9 +120,7 @@ class SafetyFirstSelection(TrainerCallback):
         if "0" not in self.points:
             raise RuntimeError("the validation split was never read: pass the selection to train_reward_model")
         choice = self._choice()
-        step, weights = self.kept
-        if step != choice["step"]:  # cannot happen: the kept step is the latest choice
-            raise RuntimeError(f"selection kept step {step}, chose {choice['step']}")
+        step, weights = self.kept  # (the kept step is the latest choice: eligibility is per step)
         params = dict(self.rm.model.named_parameters())
         with torch.no_grad():
             for name, value in weights.items():

@@ -238,28 +238,16 @@ def _train(ws: Workspace, config: RewardStepConfig, dataset, rm_config: RMConfig
     if phase.reusable():
         return json.loads(train_log.read_text(encoding="utf-8"))["stats"]
     rm = CriteriaRewardModel.load(rm_config)
-    callbacks, selection = [], None
+    selection = None
     if config.val_prompts:
         from promedical.reward.selection import SafetyFirstSelection, split_validation
 
         dataset, rubrics, candidates = split_validation(dataset, config.val_prompts, seed=rm_config.seed)
-        steps = config.select_at or selection_steps(rm_config, len(set(dataset["pointwise"]["prompt_id"])))
-        selection = SafetyFirstSelection(rm, rubrics, candidates, steps)
-        callbacks.append(selection)
+        selection = SafetyFirstSelection(rm, rubrics, candidates, config.select_at)
     stats = train_reward_model(rm, list(dataset["pairs"]), list(dataset["pointwise"]), out_dir, resume=False,
-                               progress=config.progress, callbacks=callbacks)
-    if selection is not None:  # (the chosen weights were put back before the adapter was saved)
-        stats["selection"] = selection.choice
-        log = json.loads(train_log.read_text(encoding="utf-8"))
-        write_json(train_log, {**log, "stats": stats})
+                               progress=config.progress, selection=selection)
     phase.done(adapter, train_log)
     return stats
-
-
-def selection_steps(rm: RMConfig, prompts: int) -> list[int]:
-    """The steps the safety-first selection reads by default: every ``save_every`` steps and the last."""
-    total = rm.max_steps or -(-prompts // rm.batch_size) * rm.epochs
-    return sorted({*range(rm.save_every, total + 1, rm.save_every), total})
 
 
 def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
@@ -287,8 +275,9 @@ def evaluate_reward_model(workspace, config: RewardStepConfig) -> dict:
     configs = {name: RMConfig(**json.loads((a / "rm_config.json").read_text(encoding="utf-8")))
                for name, a in adapters.items()}
     # the veto thresholds the safety-first selection chose on the validation split (0.5 without it)
-    selections = {name: json.loads((a.parent / "train_log.json").read_text(encoding="utf-8"))["stats"].get("selection")
-                  if (a.parent / "train_log.json").is_file() else None for name, a in adapters.items()}
+    logs = {"trained": ws.reward_train_log, "ablation": ws.reward_ablation_train_log}
+    selections = {name: json.loads(logs[name].read_text(encoding="utf-8"))["stats"].get("selection")
+                  if logs[name].is_file() else None for name in adapters}
     thresholds = {name: sel["veto_threshold"] if sel else 0.5 for name, sel in selections.items()}
     thresholds["base"] = selections["trained"]["base_veto_threshold"] if selections["trained"] else 0.5
     bench, gold, eval_set = evaluation_set(ws, config.eval_labels, config.n_eval_prompts)

@@ -184,7 +184,7 @@ def training_arguments(cfg, out_dir: Path, *, total_steps: int, world: int, prog
 
 
 def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: list[dict], out_dir: str | Path, *, resume: bool = True,
-          progress: bool = True, callbacks: list | None = None) -> dict:
+          progress: bool = True, callbacks: list | None = None, selection=None) -> dict:
     """BT on pairs + BCE on pointwise rows + within-response contrasts, a batch of prompts per step
     (see the module doc), on ``transformers.Trainer`` (promedical/reward/trainer.py): checkpoints every
     ``save_every`` steps under <out_dir>/checkpoints and resumes from the last; trackers
@@ -193,7 +193,8 @@ def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: li
 
     Under ``accelerate launch`` (DDP, FSDP or DeepSpeed) every process takes its share of each step's
     prompts and N processes take the same steps as one process on the whole batch (batch_size
-    divisible by N). ``callbacks``: extra ``TrainerCallback``s."""
+    divisible by N). ``callbacks``: extra ``TrainerCallback``s. ``selection``: a
+    ``selection.SafetyFirstSelection``; the weights it chooses are the ones saved, its choice in stats["selection"]."""
     import os
 
     from transformers.trainer_utils import get_last_checkpoint
@@ -218,7 +219,7 @@ def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: li
     args, per_step = training_arguments(cfg, out_dir, total_steps=max(total, 1), world=world, progress=progress, cpu=cpu)
     slots, counts = layout(groups, cfg.batch_size, total, cfg.seed, per_step)
     trainer = RewardModelTrainer(rm, model=rm.model, args=args, train_dataset=Slots(slots),
-                                 data_collator=collate(counts), callbacks=callbacks)
+                                 data_collator=collate(counts), callbacks=[*(callbacks or []), *([selection] if selection else [])])
     point_tensorboard(trainer, out_dir / "runs")
     if not progress:
         from transformers import PrinterCallback
@@ -236,6 +237,8 @@ def train_reward_model(rm: CriteriaRewardModel, pairs: list[dict], pointwise: li
              "distributed": trainer.accelerator.distributed_type.value,
              "prompts": len(groups), "responses": sum(len(g.responses) for g in groups),
              "bce_label_weights": label_weight_table(groups)}
+    if selection is not None:  # (its choice was put into the model when training ended, before the save below)
+        stats["selection"] = selection.choice
     save_trained(rm, trainer, out_dir / "adapter")
     if trainer.is_world_process_zero():
         write_json(out_dir / "train_log.json", {"config": asdict(cfg), "stats": stats, "history": history})
