@@ -43,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers.trainer_utils import SchedulerType
 
 from promedical.core.data import load_candidates, load_split
 from promedical.core.files import read_jsonl
@@ -103,7 +104,8 @@ def main() -> None:
     ap.add_argument("--contrast-weight", type=float, default=1.0)
     ap.add_argument("--disagree-weight", type=float, default=3.0)
     ap.add_argument("--veto-weight", type=float, default=1.0, help="weight of the veto tier's labels and pairs")
-    ap.add_argument("--lr-scheduler", default="constant", help="transformers scheduler: constant, linear, cosine, ...")
+    ap.add_argument("--lr-scheduler", default="constant", choices=[s.value for s in SchedulerType],
+                    help="transformers scheduler")
     ap.add_argument("--warmup-ratio", type=float, default=0.0)
     ap.add_argument("--bce-balance", choices=BCE_BALANCES, default="tier",
                     help="tier: per tier, both label sides weigh the same in the pointwise BCE")
